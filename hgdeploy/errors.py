@@ -1,0 +1,12 @@
+"""The one exception type users see: a message that fits on one line and names the fix."""
+
+from __future__ import annotations
+
+
+class HgDeployError(Exception):
+    """A user-facing failure (bad input, missing dependency); the CLI prints it and exits 1."""
+
+    exit_code: int = 1
+
+    def __init__(self, message: str) -> None:
+        super().__init__(" ".join(message.split()))

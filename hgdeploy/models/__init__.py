@@ -1,0 +1,1 @@
+"""Eager PyTorch reference models, state_dict-compatible with the upstream checkpoints."""
