@@ -101,3 +101,99 @@ def predict_command(
         console.print(f"joint peaks (heatmap pixels), first {top}:")
         for joint, (x, y, value) in enumerate(result.keypoints[:top]):
             console.print(f"  joint {joint:2d} at ({int(x)}, {int(y)}) value {value:.3f}")
+
+
+@main.command("export")
+@model_option
+@checkpoint_option
+@click.option("--output", type=click.Path(dir_okay=False), default=None,
+              help="ONNX path; default artifacts/NAME/NAME_b<batch>_<form>.onnx.")
+@click.option("--batch", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Batch size of the exported input (the example size when dynamic).")
+@click.option("--dynamic-batch", is_flag=True, help="Make the batch axis dynamic ('batch').")
+@click.option("--opset", type=click.IntRange(min=18), default=20, show_default=True,
+              help="Default-domain ONNX opset.")
+@click.option("--corner-pool", type=click.Choice(["plugin", "onnx"]), default="plugin",
+              show_default=True,
+              help="plugin: one TopPool/LeftPool/BottomPool/RightPool node per pool (TensorRT "
+                   "plugins); onnx: lowered to standard ONNX ops (any runtime).")
+@seed_option
+def export_command(
+    model_name: str,
+    checkpoint: str | None,
+    output: str | None,
+    batch: int,
+    dynamic_batch: bool,
+    opset: int,
+    corner_pool: str,
+    seed: int,
+) -> None:
+    """Export a zoo model to ONNX (plus a sidecar JSON describing it)."""
+    from hgdeploy.exporters.onnx_export import ExportOptions, export_to_file
+
+    options = ExportOptions(batch, dynamic_batch, opset, corner_pool)  # type: ignore[arg-type]
+    with console.status("exporting") as status:
+        result = export_to_file(
+            model_name, checkpoint=checkpoint, output=output, options=options, seed=seed,
+            on_step=lambda text: status.update(text),
+        )
+    pools = sum(result.corner_pool_nodes.values())
+    console.print(
+        f"wrote {result.path} ({result.path.stat().st_size / 2**20:.1f} MiB, "
+        f"{pools} corner-pool plugin nodes, {result.seconds:.1f} s) and {result.sidecar}"
+    )
+
+
+@main.command("parity")
+@model_option
+@click.option("--onnx", "onnx_path", type=click.Path(dir_okay=False), default=None,
+              help="ONNX to check; default: the default export path (exported if missing).")
+@checkpoint_option
+@click.option("--backend", type=click.Choice(["onnxruntime"]), default="onnxruntime",
+              show_default=True, help="Backend compared against the eager model.")
+@click.option("--batch", type=click.IntRange(min=1), default=1, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random feed.")
+@click.option("--report", type=click.Path(dir_okay=False), default=None,
+              help="JSON report path; default: next to the ONNX as <onnx>.parity.json.")
+def parity_command(
+    model_name: str,
+    onnx_path: str | None,
+    checkpoint: str | None,
+    backend: str,
+    batch: int,
+    seed: int,
+    report: str | None,
+) -> None:
+    """Compare a backend with the eager reference (Polygraphy); exit 1 on mismatch."""
+    from pathlib import Path
+
+    from hgdeploy.exporters.onnx_export import ExportOptions, default_output, export_to_file
+    from hgdeploy.parity_job import run_parity
+
+    if onnx_path is None:
+        options = ExportOptions(batch=batch)
+        onnx_path = str(default_output(model_name, options))
+        if not Path(onnx_path).is_file():
+            with console.status("exporting") as status:
+                export_to_file(model_name, checkpoint=checkpoint, options=options,
+                               on_step=lambda text: status.update(text))
+            console.print(f"exported {onnx_path}")
+    with console.status(f"running torch and {backend} on real images and noise"):
+        result = run_parity(model_name, onnx_path, backend=backend, checkpoint=checkpoint,
+                            batch=batch, seed=seed)
+    table = Table(title=f"{model_name}: {backend} vs eager torch ({result.precision}, batch {batch})")
+    for column in ("output", "max abs err", "max rel err", "abs err / range", "atol", "rtol", "pass"):
+        table.add_column(column)
+    for row in result.outputs:
+        table.add_row(
+            row.name, f"{row.max_abs:.3g}", f"{row.max_rel:.3g}",
+            f"{row.max_abs / row.scale:.3g}" if row.scale else "-",
+            f"{row.atol:g}", f"{row.rtol:g}", "[green]yes[/]" if row.passed else "[red]NO[/]",
+        )
+    console.print(table)
+    report_path = result.write(report or f"{onnx_path}.parity.json")
+    verdict = "[green]PASS[/]" if result.passed else "[red]FAIL[/]"
+    console.print(f"{verdict} on {len(result.feeds)} feeds ({'; '.join(result.feeds)}); "
+                  f"report {report_path}")
+    if not result.passed:
+        sys.exit(1)

@@ -54,7 +54,8 @@ class DecodeSettings:
 
 @dataclass(frozen=True)
 class Tolerance:
-    """Per-output comparison tolerance: |a - b| <= atol + rtol * |b| elementwise."""
+    """Per-output comparison tolerance, Polygraphy's elementwise rule: an element passes when its
+    absolute error <= atol or its relative error <= rtol."""
 
     atol: float
     rtol: float

@@ -1,0 +1,194 @@
+"""torch -> ONNX for zoo models: corner pools as TensorRT plugin ops, or lowered to standard ops.
+
+The dynamo exporter (`torch.onnx.export(dynamo=True)`) traces the eager model; each corner-pool
+custom op becomes one plugin node through `custom_translation_table`. The `onnx` form then runs
+the lowering pass, so both forms come from one trace and keep the same tensor names.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import onnx
+import torch
+from torch import nn
+
+from hgdeploy.artifacts import atomic_path, write_sidecar
+from hgdeploy.checkpoints import sha256_file
+from hgdeploy.errors import HgDeployError
+from hgdeploy.exporters.corner_pool_ops import (
+    count_corner_pool_nodes,
+    custom_translation_table,
+    register_corner_pool_schemas,
+)
+from hgdeploy.exporters.lowering import lower_corner_pools
+from hgdeploy.loader import load_model, weights_provenance
+from hgdeploy.zoo import ModelSpec, get_spec
+
+CornerPoolForm = Literal["plugin", "onnx"]
+CORNER_POOL_FORMS: tuple[str, ...] = ("plugin", "onnx")
+INPUT_NAME = "image"
+BATCH_DIM = "batch"
+DEFAULT_OPSET = 20  # torch 2.13's default; TensorRT 10/11 parse opsets up to 22 or newer
+MIN_OPSET = 18  # the dynamo exporter's lowest supported opset
+METADATA_MODEL_KEY = "hgdeploy.model"
+METADATA_FORM_KEY = "hgdeploy.corner_pool"
+
+StepCallback = Callable[[str], None]
+
+# The exporter logs a warning per torchvision op it cannot register; torchvision is not used.
+logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(logging.ERROR)
+
+
+@dataclass(frozen=True)
+class ExportOptions:
+    batch: int = 1
+    dynamic_batch: bool = False
+    opset: int = DEFAULT_OPSET
+    corner_pool: CornerPoolForm = "plugin"
+
+    def validate(self) -> None:
+        if self.batch < 1:
+            raise HgDeployError(f"--batch must be >= 1, got {self.batch}")
+        if self.opset < MIN_OPSET:
+            raise HgDeployError(f"--opset must be >= {MIN_OPSET} (the dynamo exporter's minimum)")
+        if self.corner_pool not in CORNER_POOL_FORMS:
+            raise HgDeployError(f"--corner-pool must be one of {', '.join(CORNER_POOL_FORMS)}")
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    path: Path
+    sidecar: Path
+    corner_pool_nodes: dict[str, int]
+    seconds: float
+
+
+def export_onnx(
+    spec: ModelSpec, model: nn.Module, options: ExportOptions, on_step: StepCallback | None = None
+) -> onnx.ModelProto:
+    """Trace `model` into an in-memory ONNX model in the requested corner-pool form."""
+    options.validate()
+    step = on_step or (lambda _: None)
+    register_corner_pool_schemas()
+    # A dynamic axis needs an example size >= 2, or torch specialises it to the constant 1.
+    example_batch = max(options.batch, 2) if options.dynamic_batch else options.batch
+    example = torch.zeros(spec.input_shape(example_batch))
+    dynamic_shapes = ({0: torch.export.Dim(BATCH_DIM)},) if options.dynamic_batch else None
+    step(f"tracing {spec.name} (torch.export)")
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", category=FutureWarning)
+        warnings.simplefilter("ignore", category=DeprecationWarning)
+        program = torch.onnx.export(
+            model.eval(),
+            (example,),
+            f=None,
+            dynamo=True,
+            input_names=[INPUT_NAME],
+            output_names=list(spec.output_names),
+            opset_version=options.opset,
+            dynamic_shapes=dynamic_shapes,
+            custom_translation_table=custom_translation_table(),
+            verbose=False,
+        )
+    proto = program.model_proto
+    _rename_batch_dims(proto, options.dynamic_batch)
+    if options.corner_pool == "onnx":
+        step("lowering corner pools to standard ONNX ops")
+        proto = lower_corner_pools(proto)
+    onnx.helper.set_model_props(
+        proto, {METADATA_MODEL_KEY: spec.name, METADATA_FORM_KEY: options.corner_pool}
+    )
+    return proto
+
+
+def _rename_batch_dims(proto: onnx.ModelProto, dynamic: bool) -> None:
+    """Name the dynamic batch axis `batch` on every graph input/output (torch names it s0...)."""
+    if not dynamic:
+        return
+    for value in (*proto.graph.input, *proto.graph.output):
+        dim = value.type.tensor_type.shape.dim[0]
+        if dim.HasField("dim_param") or not dim.HasField("dim_value"):
+            dim.dim_param = BATCH_DIM
+
+
+def check_onnx(proto: onnx.ModelProto) -> None:
+    """`onnx.checker` with full shape inference; plugin ops are known through their schemas."""
+    register_corner_pool_schemas()
+    try:
+        onnx.checker.check_model(proto, full_check=True)
+    except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
+        first = str(exc).strip().splitlines()[0]
+        raise HgDeployError(f"exported ONNX failed onnx.checker: {first}") from None
+
+
+def save_onnx(proto: onnx.ModelProto, path: str | Path) -> Path:
+    """Write the model as one self-contained file, atomically."""
+    with atomic_path(path) as tmp:
+        onnx.save_model(proto, str(tmp))
+    return Path(path)
+
+
+def default_output(name: str, options: ExportOptions) -> Path:
+    batch = "dyn" if options.dynamic_batch else f"b{options.batch}"
+    return Path("artifacts") / name / f"{name}_{batch}_{options.corner_pool}.onnx"
+
+
+def export_to_file(
+    name: str,
+    *,
+    checkpoint: str | Path | None = None,
+    output: str | Path | None = None,
+    options: ExportOptions = ExportOptions(),
+    seed: int = 0,
+    on_step: StepCallback | None = None,
+) -> ExportResult:
+    """Load, export, check and write `<output>` plus its sidecar `<output>.json`."""
+    spec = get_spec(name)
+    options.validate()
+    step = on_step or (lambda _: None)
+    path = Path(output) if output is not None else default_output(name, options)
+    started = time.perf_counter()
+    step(f"loading {name}")
+    model = load_model(name, checkpoint, seed=seed)
+    proto = export_onnx(spec, model, options, on_step=step)
+    step("checking the ONNX model (onnx.checker, full)")
+    check_onnx(proto)
+    step(f"writing {path}")
+    save_onnx(proto, path)
+    seconds = time.perf_counter() - started
+    counts = count_corner_pool_nodes(proto)
+    write_sidecar(path, _sidecar_fields(spec, options, checkpoint, seed, path, counts, seconds))
+    return ExportResult(path, Path(str(path) + ".json"), counts, seconds)
+
+
+def _sidecar_fields(
+    spec: ModelSpec,
+    options: ExportOptions,
+    checkpoint: str | Path | None,
+    seed: int,
+    path: Path,
+    counts: dict[str, int],
+    seconds: float,
+) -> dict[str, Any]:
+    batch: int | str = BATCH_DIM if options.dynamic_batch else options.batch
+    return {
+        "kind": "onnx",
+        "model": spec.name,
+        **weights_provenance(checkpoint, seed),
+        "opset": options.opset,
+        "options": asdict(options),
+        "corner_pool": options.corner_pool,
+        "corner_pool_nodes": counts,
+        "input": {"name": INPUT_NAME, "shape": [batch, *spec.input_shape(1)[1:]],
+                  "layout": spec.layout},
+        "outputs": {o.name: [batch, *o.shape] for o in spec.outputs},
+        "sha256": sha256_file(path),
+        "export_seconds": round(seconds, 2),
+    }

@@ -1,0 +1,139 @@
+"""Numerical parity of a backend against the eager reference, through Polygraphy's Comparator.
+
+Both runners see the same feeds: real photographs preprocessed as upstream does, and a seeded
+random tensor (which reaches activations the photos may not). Tolerances come from the zoo, per
+output and per precision.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from polygraphy.backend.base import BaseRunner
+from polygraphy.comparator import Comparator, CompareFunc
+from polygraphy.exception import PolygraphyException
+from polygraphy.logger import G_LOGGER
+
+from hgdeploy.artifacts import tool_versions, write_text_atomic
+from hgdeploy.errors import HgDeployError
+from hgdeploy.images import preprocess, sample_images
+from hgdeploy.zoo import ModelSpec, Tolerance
+
+G_LOGGER.module_severity = G_LOGGER.ERROR  # our own table is the report; keep Polygraphy quiet
+
+
+@dataclass(frozen=True)
+class Feed:
+    label: str
+    arrays: dict[str, np.ndarray]
+
+
+@dataclass
+class OutputParity:
+    name: str
+    max_abs: float
+    max_rel: float  # Polygraphy's elementwise |a - b| / |b|: large where the reference is ~0
+    scale: float  # max |reference|, so max_abs / scale is the error relative to the output range
+    atol: float
+    rtol: float
+    passed: bool
+
+
+@dataclass
+class ParityReport:
+    model: str
+    backend: str
+    precision: str
+    batch: int
+    feeds: list[str]
+    outputs: list[OutputParity]
+    details: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def passed(self) -> bool:
+        return all(o.passed for o in self.outputs)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "model": self.model,
+            "backend": self.backend,
+            "precision": self.precision,
+            "batch": self.batch,
+            "passed": self.passed,
+            "feeds": self.feeds,
+            "outputs": [asdict(o) for o in self.outputs],
+            **self.details,
+            "versions": tool_versions(),
+        }
+
+    def write(self, path: str | Path) -> Path:
+        return write_text_atomic(path, json.dumps(self.to_json(), indent=2) + "\n")
+
+
+def parity_feeds(
+    spec: ModelSpec, input_name: str, batch: int, seed: int = 0, image_batches: int = 2
+) -> list[Feed]:
+    """`image_batches` batches of real photos (cycling through the samples), then random noise."""
+    photos = sample_images()
+    feeds = []
+    for b in range(image_batches):
+        chosen = [photos[(b * batch + i) % len(photos)] for i in range(batch)]
+        label = "images: " + ", ".join(name for name, _ in chosen)
+        feeds.append(Feed(label, {input_name: preprocess(spec, [img for _, img in chosen])}))
+    noise = np.random.default_rng(seed).standard_normal(spec.input_shape(batch), dtype=np.float32)
+    feeds.append(Feed(f"random normal (seed {seed})", {input_name: noise}))
+    return feeds
+
+
+def compare_runners(
+    spec: ModelSpec,
+    reference: BaseRunner,
+    candidate: BaseRunner,
+    feeds: list[Feed],
+    tolerances: dict[str, Tolerance],
+) -> list[OutputParity]:
+    """Run both runners on every feed; per output, the worst error over all feeds."""
+    try:
+        results = Comparator.run([reference, candidate], data_loader=[f.arrays for f in feeds])
+        compare = CompareFunc.simple(
+            atol={name: t.atol for name, t in tolerances.items()},
+            rtol={name: t.rtol for name, t in tolerances.items()},
+            check_shapes=True,
+        )
+        accuracy = Comparator.compare_accuracy(results, compare_func=compare)
+    except PolygraphyException as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else "comparison failed"
+        raise HgDeployError(f"parity run failed: {first}") from None
+    # Polygraphy >= 0.53 returns a list of AccuracyResult (one per compare function); older
+    # versions return the AccuracyResult itself: {runner pair: [per-iteration {output: result}]}.
+    per_function = [accuracy] if hasattr(accuracy, "items") else list(accuracy)
+    worst: dict[str, OutputParity] = {}
+    _, reference_iterations = results[0]
+    scales: dict[str, float] = {}
+    for iteration in reference_iterations:
+        for name, array in iteration.items():
+            scales[name] = max(scales.get(name, 0.0), float(np.abs(array).max()))
+    all_iterations = (it for acc in per_function for its in acc.values() for it in its)
+    for per_output in all_iterations:
+        for name, result in per_output.items():
+            tol = tolerances[name]
+            row = worst.setdefault(
+                name, OutputParity(name, 0.0, 0.0, scales.get(name, 0.0), tol.atol, tol.rtol, True)
+            )
+            row.max_abs = max(row.max_abs, _finite_or_inf(result.max_absdiff))
+            row.max_rel = max(row.max_rel, _finite_or_inf(result.max_reldiff))
+            row.passed = row.passed and bool(result)
+    missing = [name for name in spec.output_names if name not in worst]
+    if missing:
+        raise HgDeployError(f"the backend produced no output named {', '.join(missing)}")
+    return [worst[name] for name in spec.output_names]
+
+
+def _finite_or_inf(value: float | None) -> float:
+    return math.inf if value is None or not math.isfinite(value) else float(value)
+

@@ -1,0 +1,118 @@
+"""`hgdeploy parity`: resolve the artifact, its weights and the runners, then compare."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from polygraphy.backend.base import BaseRunner
+
+from hgdeploy.artifacts import read_sidecar
+from hgdeploy.errors import HgDeployError
+from hgdeploy.exporters.onnx_export import INPUT_NAME, METADATA_MODEL_KEY
+from hgdeploy.loader import load_model
+from hgdeploy.onnx_files import input_dims, load_onnx, metadata
+from hgdeploy.parity import ParityReport, compare_runners, parity_feeds
+from hgdeploy.runners.onnxrt_runner import onnxruntime_runner
+from hgdeploy.runners.torch_runner import TorchRunner
+from hgdeploy.zoo import ModelSpec, get_spec
+
+PARITY_BACKENDS = ("onnxruntime",)
+
+
+@dataclass(frozen=True)
+class WeightsSource:
+    checkpoint: Path | None
+    seed: int
+
+    def describe(self) -> str:
+        return str(self.checkpoint) if self.checkpoint else f"synthetic weights (seed {self.seed})"
+
+
+def resolve_weights(
+    name: str, artifact: Path, checkpoint: str | Path | None, default_seed: int = 0
+) -> WeightsSource:
+    """The weights the artifact was made from, so the eager reference uses the same ones.
+
+    An explicit --checkpoint wins; otherwise the artifact's sidecar says (a checkpoint path, or
+    the seed of synthetic weights); without a sidecar, synthetic weights with `default_seed`.
+    """
+    sidecar = read_sidecar(artifact)
+    if sidecar is not None and sidecar.get("model") not in (None, name):
+        raise HgDeployError(f"{artifact} was exported from {sidecar['model']!r}, not {name!r}")
+    if checkpoint is not None:
+        return WeightsSource(Path(checkpoint), default_seed)
+    if sidecar is None:
+        return WeightsSource(None, default_seed)
+    if sidecar.get("weights") == "checkpoint":
+        recorded = Path(sidecar["checkpoint"])
+        if not recorded.is_file():
+            raise HgDeployError(
+                f"{artifact} was made from checkpoint {recorded}, which is not there; "
+                "pass --checkpoint"
+            )
+        return WeightsSource(recorded, default_seed)
+    return WeightsSource(None, int(sidecar.get("seed", default_seed)))
+
+
+def _check_onnx_fits(spec: ModelSpec, onnx_path: Path, batch: int) -> None:
+    model = load_onnx(onnx_path)
+    recorded = metadata(model).get(METADATA_MODEL_KEY)
+    if recorded is not None and recorded != spec.name:
+        raise HgDeployError(f"{onnx_path} holds model {recorded!r}, not {spec.name!r}")
+    dims = input_dims(model, INPUT_NAME)
+    if isinstance(dims[0], int) and dims[0] != batch:
+        raise HgDeployError(
+            f"{onnx_path} has a static batch of {dims[0]}; use --batch {dims[0]} or export "
+            "with --dynamic-batch"
+        )
+
+
+def backend_runner(backend: str, onnx_path: Path) -> BaseRunner:
+    if backend == "onnxruntime":
+        return onnxruntime_runner(onnx_path)
+    raise HgDeployError(f"unknown parity backend {backend!r}; choose from {PARITY_BACKENDS}")
+
+
+def reference_runner(spec: ModelSpec, weights: WeightsSource, batch: int) -> TorchRunner:
+    model = load_model(spec.name, weights.checkpoint, seed=weights.seed)
+    return TorchRunner(model, INPUT_NAME, spec.input_shape(batch), spec.output_names, name="torch")
+
+
+def run_parity(
+    name: str,
+    onnx_path: str | Path,
+    *,
+    backend: str = "onnxruntime",
+    checkpoint: str | Path | None = None,
+    batch: int = 1,
+    seed: int = 0,
+    precision: str = "fp32",
+) -> ParityReport:
+    """Compare `backend` running `onnx_path` with the eager model on real images and noise."""
+    spec = get_spec(name)
+    onnx_path = Path(onnx_path)
+    if batch < 1:
+        raise HgDeployError(f"--batch must be >= 1, got {batch}")
+    _check_onnx_fits(spec, onnx_path, batch)
+    weights = resolve_weights(name, onnx_path, checkpoint)
+    tolerances = spec.tolerances.get(precision)
+    if tolerances is None:
+        raise HgDeployError(f"{name} has no {precision} tolerances in the zoo")
+    feeds = parity_feeds(spec, INPUT_NAME, batch, seed)
+    rows = compare_runners(
+        spec,
+        reference_runner(spec, weights, batch),
+        backend_runner(backend, onnx_path),
+        feeds,
+        tolerances,
+    )
+    return ParityReport(
+        model=name,
+        backend=backend,
+        precision=precision,
+        batch=batch,
+        feeds=[f.label for f in feeds],
+        outputs=rows,
+        details={"artifact": str(onnx_path), "weights": weights.describe(), "seed": seed},
+    )

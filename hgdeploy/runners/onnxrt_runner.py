@@ -1,0 +1,70 @@
+"""ONNX Runtime as a Polygraphy runner; plugin-form models are lowered on the fly.
+
+ONNX Runtime has no kernels for the TensorRT corner-pool plugin ops, so a plugin-form model is
+rewritten with the exact standard-op lowering before the session is built. Same weights, same
+tensor names: what runs is the graph TensorRT would see, minus the plugin implementation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import onnx
+import onnxruntime as ort
+from polygraphy.backend.onnxrt import OnnxrtRunner
+
+from hgdeploy.errors import HgDeployError
+from hgdeploy.exporters.corner_pool_ops import count_corner_pool_nodes
+from hgdeploy.exporters.lowering import lower_corner_pools
+from hgdeploy.onnx_files import load_onnx
+
+
+def default_providers() -> list[str]:
+    """CUDA when this onnxruntime build and machine have it, always with the CPU fallback."""
+    available = ort.get_available_providers()
+    preferred = ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    return [p for p in preferred if p in available]
+
+
+def runnable_model(model: onnx.ModelProto) -> onnx.ModelProto:
+    """`model` with any corner-pool plugin nodes lowered to standard ops."""
+    if any(count_corner_pool_nodes(model).values()):
+        return lower_corner_pools(model)
+    return model
+
+
+def session_builder(
+    onnx_model: str | Path | onnx.ModelProto,
+    providers: list[str] | None = None,
+    threads: int | None = None,
+) -> Callable[[], ort.InferenceSession]:
+    """A lazy loader (Polygraphy style): builds the session when the runner activates."""
+
+    def build() -> ort.InferenceSession:
+        model = onnx_model if isinstance(onnx_model, onnx.ModelProto) else load_onnx(onnx_model)
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        if threads:
+            options.intra_op_num_threads = threads
+            options.inter_op_num_threads = 1
+        try:
+            return ort.InferenceSession(
+                runnable_model(model).SerializeToString(),
+                sess_options=options,
+                providers=providers or default_providers(),
+            )
+        except (ort.capi.onnxruntime_pybind11_state.Fail, RuntimeError) as exc:
+            first = str(exc).strip().splitlines()[0]
+            raise HgDeployError(f"ONNX Runtime cannot load the model: {first}") from None
+
+    return build
+
+
+def onnxruntime_runner(
+    onnx_model: str | Path | onnx.ModelProto,
+    providers: list[str] | None = None,
+    threads: int | None = None,
+    name: str = "onnxruntime",
+) -> OnnxrtRunner:
+    return OnnxrtRunner(session_builder(onnx_model, providers, threads), name=name)
