@@ -3,48 +3,20 @@
 from __future__ import annotations
 
 import sys
-from typing import Any
 
 import click
-from rich.console import Console
 from rich.table import Table
 
-from hgdeploy.errors import HgDeployError
+from hgdeploy.cli_options import (
+    CliGroup,
+    checkpoint_option,
+    console,
+    model_option,
+    seed_option,
+)
 from hgdeploy.zoo import ZOO
 
-console = Console()
-
-
-class _Group(click.Group):
-    """Turns `HgDeployError` into a one-line message on stderr and exit code 1, no traceback."""
-
-    def invoke(self, ctx: click.Context) -> Any:
-        try:
-            return super().invoke(ctx)
-        except HgDeployError as exc:
-            click.echo(f"error: {exc}", err=True)
-            sys.exit(exc.exit_code)
-
-
-model_option = click.option(
-    "--model",
-    "model_name",
-    required=True,
-    type=click.Choice(list(ZOO)),
-    help="Zoo model name (see `hgdeploy models`).",
-)
-checkpoint_option = click.option(
-    "--checkpoint",
-    type=click.Path(dir_okay=False),
-    default=None,
-    help="Upstream checkpoint (.pkl/.pt/.pth) as released; default: synthetic weights.",
-)
-seed_option = click.option(
-    "--seed", type=int, default=0, show_default=True, help="Seed of the synthetic weights."
-)
-
-
-@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=CliGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="hgdeploy")
 def main() -> None:
     """Deploy hourglass-family vision models: eager PyTorch -> ONNX -> ONNX Runtime / TensorRT."""
@@ -149,8 +121,10 @@ def export_command(
 @click.option("--onnx", "onnx_path", type=click.Path(dir_okay=False), default=None,
               help="ONNX to check; default: the default export path (exported if missing).")
 @checkpoint_option
-@click.option("--backend", type=click.Choice(["onnxruntime"]), default="onnxruntime",
+@click.option("--backend", type=click.Choice(["onnxruntime", "tensorrt"]), default="onnxruntime",
               show_default=True, help="Backend compared against the eager model.")
+@click.option("--engine", "engine_path", type=click.Path(dir_okay=False), default=None,
+              help="TensorRT engine (with --backend tensorrt).")
 @click.option("--batch", type=click.IntRange(min=1), default=1, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random feed.")
 @click.option("--report", type=click.Path(dir_okay=False), default=None,
@@ -160,6 +134,7 @@ def parity_command(
     onnx_path: str | None,
     checkpoint: str | None,
     backend: str,
+    engine_path: str | None,
     batch: int,
     seed: int,
     report: str | None,
@@ -170,7 +145,13 @@ def parity_command(
     from hgdeploy.exporters.onnx_export import ExportOptions, default_output, export_to_file
     from hgdeploy.parity_job import run_parity
 
-    if onnx_path is None:
+    from hgdeploy.errors import HgDeployError
+
+    if backend == "tensorrt":
+        if engine_path is None:
+            raise HgDeployError("--backend tensorrt needs --engine PATH (hgdeploy build-engine)")
+        onnx_path = engine_path
+    elif onnx_path is None:
         options = ExportOptions(batch=batch)
         onnx_path = str(default_output(model_name, options))
         if not Path(onnx_path).is_file():
@@ -197,3 +178,103 @@ def parity_command(
                   f"report {report_path}")
     if not result.passed:
         sys.exit(1)
+
+
+@main.command("build-engine")
+@model_option
+@click.option("--fp32", "precision", flag_value="fp32", help="FP32 engine.")
+@click.option("--fp16", "precision", flag_value="fp16", default=True,
+              help="FP16 engine from an FP16 ONNX with FP32 I/O (the default).")
+@click.option("--int8", "precision", flag_value="int8",
+              help="INT8 engine from an explicit Q/DQ ONNX calibrated on real images.")
+@click.option("--onnx", "onnx_path", type=click.Path(dir_okay=False), default=None,
+              help="FP32 plugin-form ONNX; default: exported (dynamic batch) under artifacts/.")
+@checkpoint_option
+@click.option("--batch", type=click.IntRange(min=1), default=None,
+              help="Fix the profile to one batch size.")
+@click.option("--min-batch", type=click.IntRange(min=1), default=None, help="Profile minimum.")
+@click.option("--opt-batch", type=click.IntRange(min=1), default=None,
+              help="Profile optimum; default: the documented batch.")
+@click.option("--max-batch", type=click.IntRange(min=1), default=None,
+              help="Profile maximum; default: the largest documented batch.")
+@click.option("--workspace", type=float, default=None, help="Builder workspace limit, GiB.")
+@click.option("--timing-cache", type=click.Path(dir_okay=False), default=None,
+              help="TensorRT timing cache to load and update.")
+@click.option("--output", type=click.Path(dir_okay=False), default=None, help="Engine path.")
+@click.option("--calib-dir", type=click.Path(file_okay=False), default=None,
+              help="INT8: directory of jpg/png calibration images (default: bundled samples).")
+@click.option("--calib-cache", type=click.Path(dir_okay=False), default=None,
+              help="INT8: reuse a calibration cache (tensor -> amax JSON) instead of calibrating.")
+@click.option("--prepare-only", is_flag=True,
+              help="Stop after writing the precision-prepared ONNX (no TensorRT needed).")
+def build_engine_command(
+    model_name: str,
+    precision: str,
+    onnx_path: str | None,
+    checkpoint: str | None,
+    batch: int | None,
+    min_batch: int | None,
+    opt_batch: int | None,
+    max_batch: int | None,
+    workspace: float | None,
+    timing_cache: str | None,
+    output: str | None,
+    calib_dir: str | None,
+    calib_cache: str | None,
+    prepare_only: bool,
+) -> None:
+    """Prepare an FP32/FP16/INT8 ONNX on the CPU, then build a TensorRT engine from it."""
+    from pathlib import Path
+
+    from hgdeploy.engine.build import BuildSettings
+    from hgdeploy.engine.job import EngineRequest, run_build_engine
+    from hgdeploy.engine.profile import batch_profile
+    from hgdeploy.zoo import get_spec
+
+    def path(value: str | None) -> Path | None:
+        return Path(value) if value is not None else None
+
+    profile = batch_profile(get_spec(model_name), batch, min_batch, opt_batch, max_batch)
+    request = EngineRequest(
+        model=model_name,
+        precision=precision,
+        settings=BuildSettings(profile, workspace, path(timing_cache)),
+        onnx=path(onnx_path),
+        checkpoint=path(checkpoint),
+        output=path(output),
+        calib_dir=path(calib_dir),
+        calib_cache=path(calib_cache),
+        prepare_only=prepare_only,
+    )
+    with console.status("building") as status:
+        result = run_build_engine(request, on_step=lambda text: status.update(text))
+    prepared = result.prepared
+    console.print(f"prepared {precision} ONNX: {prepared.path} (sidecar {prepared.sidecar})")
+    if prepared.calibration_cache is not None:
+        console.print(f"calibration cache: {prepared.calibration_cache}")
+    if prepared.quality is not None:
+        _print_quality(prepared.quality, precision)
+    if result.engine is not None:
+        console.print(f"engine: {result.engine} (profile {profile.min}..{profile.max}, "
+                      f"opt {profile.opt})")
+
+
+def _print_quality(quality, precision: str) -> None:  # type: ignore[no-untyped-def]
+    table = Table(title=f"{precision} vs fp32 on ONNX Runtime CPU")
+    for column in ("output", "relative L2", "peak agreement"):
+        table.add_column(column)
+    for row in quality.rows:
+        agreement = getattr(row, "peak_agreement", None)
+        table.add_row(row.name, f"{row.relative_l2:.3g}",
+                      "-" if agreement is None else f"{agreement:.1%}")
+    console.print(table)
+
+
+def _register_command_modules() -> None:
+    """Commands that live beside their library code."""
+    from hgdeploy.plugins.cli_command import plugins_command
+
+    main.add_command(plugins_command)
+
+
+_register_command_modules()

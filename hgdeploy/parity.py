@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 from polygraphy.backend.base import BaseRunner
-from polygraphy.comparator import Comparator, CompareFunc
+from polygraphy.comparator import Comparator, SimpleCompareFunc
 from polygraphy.exception import PolygraphyException
 from polygraphy.logger import G_LOGGER
 
@@ -24,7 +24,10 @@ from hgdeploy.errors import HgDeployError
 from hgdeploy.images import preprocess, sample_images
 from hgdeploy.zoo import ModelSpec, Tolerance
 
-G_LOGGER.module_severity = G_LOGGER.ERROR  # our own table is the report; keep Polygraphy quiet
+# Our own table is the report, and failures surface as one-line HgDeployErrors: keep Polygraphy
+# silent (its critical() still raises PolygraphyException, which compare_runners converts).
+G_LOGGER.module_severity = G_LOGGER.CRITICAL + 1
+G_LOGGER.colors = False
 
 
 @dataclass(frozen=True)
@@ -100,38 +103,59 @@ def compare_runners(
     """Run both runners on every feed; per output, the worst error over all feeds."""
     try:
         results = Comparator.run([reference, candidate], data_loader=[f.arrays for f in feeds])
-        compare = CompareFunc.simple(
-            atol={name: t.atol for name, t in tolerances.items()},
-            rtol={name: t.rtol for name, t in tolerances.items()},
-            check_shapes=True,
-        )
-        accuracy = Comparator.compare_accuracy(results, compare_func=compare)
     except PolygraphyException as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else "comparison failed"
-        raise HgDeployError(f"parity run failed: {first}") from None
+        raise HgDeployError(f"parity run failed: {_first_line(exc)}") from None
+    scales = _reference_scales(results)
+    missing = [name for name in spec.output_names if name not in scales]
+    if missing:
+        raise HgDeployError(f"the reference produced no output named {', '.join(missing)}")
+    atol = {name: tolerances[name].effective_atol(scales[name]) for name in spec.output_names}
+    rtol = {name: tolerances[name].rtol for name in spec.output_names}
+    try:
+        accuracy = Comparator.compare_accuracy(
+            results, compare_func=SimpleCompareFunc(atol=atol, rtol=rtol, check_shapes=True)
+        )
+    except PolygraphyException as exc:
+        raise HgDeployError(f"parity comparison failed: {_first_line(exc)}") from None
     # Polygraphy >= 0.53 returns a list of AccuracyResult (one per compare function); older
     # versions return the AccuracyResult itself: {runner pair: [per-iteration {output: result}]}.
     per_function = [accuracy] if hasattr(accuracy, "items") else list(accuracy)
-    worst: dict[str, OutputParity] = {}
-    _, reference_iterations = results[0]
+    rows = {
+        name: OutputParity(name, 0.0, 0.0, scales[name], atol[name], rtol[name], True)
+        for name in spec.output_names
+    }
+    seen: set[str] = set()
+    for acc in per_function:
+        for iterations in acc.values():
+            for per_output in iterations:
+                for name, result in per_output.items():
+                    row = rows[name]
+                    seen.add(name)
+                    row.passed = row.passed and bool(result)
+                    if isinstance(result, bool):  # a shape mismatch carries no metrics
+                        row.max_abs = row.max_rel = math.inf
+                        continue
+                    row.max_abs = max(row.max_abs, _finite_or_inf(result.max_absdiff))
+                    row.max_rel = max(row.max_rel, _finite_or_inf(result.max_reldiff))
+    unmatched = [name for name in spec.output_names if name not in seen]
+    if unmatched:
+        raise HgDeployError(f"the backend produced no output named {', '.join(unmatched)}")
+    return list(rows.values())
+
+
+def _reference_scales(results: Any) -> dict[str, float]:
+    """max |reference value| per output over all feeds (the first runner is the reference)."""
+    _, iterations = results[0]
     scales: dict[str, float] = {}
-    for iteration in reference_iterations:
+    for iteration in iterations:
         for name, array in iteration.items():
             scales[name] = max(scales.get(name, 0.0), float(np.abs(array).max()))
-    all_iterations = (it for acc in per_function for its in acc.values() for it in its)
-    for per_output in all_iterations:
-        for name, result in per_output.items():
-            tol = tolerances[name]
-            row = worst.setdefault(
-                name, OutputParity(name, 0.0, 0.0, scales.get(name, 0.0), tol.atol, tol.rtol, True)
-            )
-            row.max_abs = max(row.max_abs, _finite_or_inf(result.max_absdiff))
-            row.max_rel = max(row.max_rel, _finite_or_inf(result.max_reldiff))
-            row.passed = row.passed and bool(result)
-    missing = [name for name in spec.output_names if name not in worst]
-    if missing:
-        raise HgDeployError(f"the backend produced no output named {', '.join(missing)}")
-    return [worst[name] for name in spec.output_names]
+    return scales
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def _finite_or_inf(value: float | None) -> float:

@@ -17,7 +17,7 @@ from hgdeploy.runners.onnxrt_runner import onnxruntime_runner
 from hgdeploy.runners.torch_runner import TorchRunner
 from hgdeploy.zoo import ModelSpec, get_spec
 
-PARITY_BACKENDS = ("onnxruntime",)
+PARITY_BACKENDS = ("onnxruntime", "tensorrt")
 
 
 @dataclass(frozen=True)
@@ -37,7 +37,7 @@ def resolve_weights(
     An explicit --checkpoint wins; otherwise the artifact's sidecar says (a checkpoint path, or
     the seed of synthetic weights); without a sidecar, synthetic weights with `default_seed`.
     """
-    sidecar = read_sidecar(artifact)
+    sidecar = _weights_record(artifact)
     if sidecar is not None and sidecar.get("model") not in (None, name):
         raise HgDeployError(f"{artifact} was exported from {sidecar['model']!r}, not {name!r}")
     if checkpoint is not None:
@@ -55,6 +55,20 @@ def resolve_weights(
     return WeightsSource(None, int(sidecar.get("seed", default_seed)))
 
 
+def _weights_record(artifact: Path) -> dict | None:
+    """The sidecar that says which weights `artifact` came from: its own, or, for engines and
+    precision-prepared ONNX, the one of the fp32 export it was made from (`source_onnx`)."""
+    record = read_sidecar(artifact)
+    seen = {artifact}
+    while record is not None and "weights" not in record and record.get("source_onnx"):
+        source = Path(record["source_onnx"])
+        if source in seen or not source.is_file():
+            break
+        seen.add(source)
+        record = read_sidecar(source)
+    return record
+
+
 def _check_onnx_fits(spec: ModelSpec, onnx_path: Path, batch: int) -> None:
     model = load_onnx(onnx_path)
     recorded = metadata(model).get(METADATA_MODEL_KEY)
@@ -68,9 +82,14 @@ def _check_onnx_fits(spec: ModelSpec, onnx_path: Path, batch: int) -> None:
         )
 
 
-def backend_runner(backend: str, onnx_path: Path) -> BaseRunner:
+def backend_runner(backend: str, artifact: Path, spec: ModelSpec, batch: int) -> BaseRunner:
     if backend == "onnxruntime":
-        return onnxruntime_runner(onnx_path)
+        _check_onnx_fits(spec, artifact, batch)
+        return onnxruntime_runner(artifact)
+    if backend == "tensorrt":
+        from hgdeploy.runners.tensorrt_runner import tensorrt_runner
+
+        return tensorrt_runner(artifact, model=spec.name, batch=batch)
     raise HgDeployError(f"unknown parity backend {backend!r}; choose from {PARITY_BACKENDS}")
 
 
@@ -81,31 +100,30 @@ def reference_runner(spec: ModelSpec, weights: WeightsSource, batch: int) -> Tor
 
 def run_parity(
     name: str,
-    onnx_path: str | Path,
+    artifact: str | Path,
     *,
     backend: str = "onnxruntime",
     checkpoint: str | Path | None = None,
     batch: int = 1,
     seed: int = 0,
-    precision: str = "fp32",
+    precision: str | None = None,
 ) -> ParityReport:
-    """Compare `backend` running `onnx_path` with the eager model on real images and noise."""
+    """Compare `backend` running `artifact` (an ONNX, or an engine for tensorrt) with the eager
+    model on real images and noise, with the zoo's tolerances for the artifact's precision."""
     spec = get_spec(name)
-    onnx_path = Path(onnx_path)
+    artifact = Path(artifact)
     if batch < 1:
         raise HgDeployError(f"--batch must be >= 1, got {batch}")
-    _check_onnx_fits(spec, onnx_path, batch)
-    weights = resolve_weights(name, onnx_path, checkpoint)
+    record = read_sidecar(artifact) if artifact.is_file() else None
+    precision = precision or (record or {}).get("precision", "fp32")
     tolerances = spec.tolerances.get(precision)
     if tolerances is None:
         raise HgDeployError(f"{name} has no {precision} tolerances in the zoo")
+    candidate = backend_runner(backend, artifact, spec, batch)
+    weights = resolve_weights(name, artifact, checkpoint)
     feeds = parity_feeds(spec, INPUT_NAME, batch, seed)
     rows = compare_runners(
-        spec,
-        reference_runner(spec, weights, batch),
-        backend_runner(backend, onnx_path),
-        feeds,
-        tolerances,
+        spec, reference_runner(spec, weights, batch), candidate, feeds, tolerances
     )
     return ParityReport(
         model=name,
@@ -114,5 +132,5 @@ def run_parity(
         batch=batch,
         feeds=[f.label for f in feeds],
         outputs=rows,
-        details={"artifact": str(onnx_path), "weights": weights.describe(), "seed": seed},
+        details={"artifact": str(artifact), "weights": weights.describe(), "seed": seed},
     )

@@ -55,10 +55,20 @@ class DecodeSettings:
 @dataclass(frozen=True)
 class Tolerance:
     """Per-output comparison tolerance, Polygraphy's elementwise rule: an element passes when its
-    absolute error <= atol or its relative error <= rtol."""
+    absolute error <= the effective atol or its relative error <= rtol.
+
+    Rounding error scales with the magnitude of the activations, and that magnitude depends on
+    the weights (a trained pose net emits heatmaps in [0, 1]; synthetic weights reach 40), so the
+    absolute tolerance is `atol` or `range_fraction` of the reference output's max |value|,
+    whichever is larger.
+    """
 
     atol: float
     rtol: float
+    range_fraction: float = 0.0
+
+    def effective_atol(self, scale: float) -> float:
+        return max(self.atol, self.range_fraction * scale)
 
 
 @dataclass(frozen=True)
@@ -113,11 +123,12 @@ def _cornernet_heads(hw: int) -> tuple[OutputSpec, ...]:
 
 _CORNERNET_PRE = Preprocessing("BGR", COCO_MEAN_BGR, COCO_STD_BGR, resize="letterbox")
 
-# fp32 parity tolerances. Heads are logits/embeddings of O(1..10) magnitude; the eager and
-# exported graphs run the same fp32 convolutions in a different order, so differences are
-# accumulated rounding of ~100 layers: ~1e-5 relative observed; 1e-3 absolute leaves headroom
-# and still catches any real numerical change (a perturbed weight moves outputs by >1e-2).
-_FP32 = Tolerance(atol=1e-3, rtol=1e-3)
+# fp32 parity tolerances. The eager and exported graphs run the same fp32 operations in a
+# different order (fused BN, other conv algorithms), so the difference is accumulated rounding
+# over 50-200 layers: measured 4e-6 (Squeeze) to 3e-5 (8-stack Hourglass) of the output range.
+# 3e-4 of the range leaves 10x headroom; any real defect (a wrong op, layout or weight) moves
+# outputs by 1e-2 of the range or more (a 5% change of one conv weight fails by 100x).
+_FP32 = Tolerance(atol=1e-4, rtol=1e-3, range_fraction=3e-4)
 
 
 def _fp32_tolerances(outputs: tuple[OutputSpec, ...]) -> dict[str, dict[str, Tolerance]]:

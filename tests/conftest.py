@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import importlib.util
+import os
 
 import pytest
 import torch
@@ -26,13 +27,23 @@ def golden_input(shape: tuple[int, ...]) -> torch.Tensor:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Skip `gpu` tests where there is no CUDA device or no TensorRT, saying which is missing."""
+    """Skip `gpu` tests without a CUDA device, and `tensorrt` tests without TensorRT too, with a
+    reason that says what is missing.
+
+    On the GPU CI runner HGDEPLOY_REQUIRE_GPU=1 makes that an error: a GPU job that skipped
+    everything would pass without testing anything.
+    """
     has_cuda = torch.cuda.is_available()
     has_trt = importlib.util.find_spec("tensorrt") is not None
-    missing = [what for what, ok in (("a CUDA GPU", has_cuda), ("TensorRT", has_trt)) if not ok]
-    if not missing:
-        return
-    skip = pytest.mark.skip(reason=f"needs {' and '.join(missing)}, not present on this machine")
+    needs = {
+        "gpu": [] if has_cuda else ["a CUDA GPU"],
+        "tensorrt": [w for w, ok in (("a CUDA GPU", has_cuda), ("TensorRT", has_trt)) if not ok],
+    }
     for item in items:
-        if "gpu" in item.keywords:
-            item.add_marker(skip)
+        missing = sorted({m for marker, ms in needs.items() if marker in item.keywords for m in ms})
+        if not missing:
+            continue
+        reason = f"needs {' and '.join(missing)}, not present on this machine"
+        if os.environ.get("HGDEPLOY_REQUIRE_GPU") == "1":
+            raise pytest.UsageError(f"HGDEPLOY_REQUIRE_GPU=1 but {item.nodeid} {reason}")
+        item.add_marker(pytest.mark.skip(reason=reason))

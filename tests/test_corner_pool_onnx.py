@@ -159,6 +159,7 @@ def test_export_has_one_plugin_node_per_pool(exported: Exports) -> None:
             assert attributes == {
                 "plugin_version": PLUGIN_VERSION.encode(),
                 "plugin_namespace": PLUGIN_NAMESPACE.encode(),
+                "aot": 1,  # TensorRT picks the AOT (PTX) implementation
             }
     assert [o.name for o in model.graph.output] == list(OUTPUTS)
     assert model.graph.input[0].type.tensor_type.shape.dim[0].dim_param  # dynamic batch
@@ -175,7 +176,8 @@ def test_schema_registration_is_idempotent() -> None:
     register_corner_pool_schemas()
     for op_type in OP_TYPES:
         schema = onnx.defs.get_schema(op_type, 1, DOMAIN)
-        assert set(schema.attributes) == {"plugin_version", "plugin_namespace"}
+        assert set(schema.attributes) == {"plugin_version", "plugin_namespace", "aot"}
+        assert not schema.attributes["aot"].required
 
 
 def test_checker_requires_plugin_attributes() -> None:

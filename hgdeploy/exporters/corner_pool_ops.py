@@ -24,6 +24,10 @@ DOMAIN = "hgdeploy"
 DOMAIN_VERSION = 1  # the opset version of DOMAIN that models import
 PLUGIN_NAMESPACE = "hgdeploy"
 PLUGIN_VERSION = "1"
+# INT attribute read by TensorRT's ONNX parser for `tensorrt.plugin` plugins that define both
+# implementations: 1 = the AOT kernel (PTX embedded in the engine, runs without Python),
+# 0 = the JIT implementation (needs Python, torch and triton at run time).
+AOT_ATTRIBUTE = "aot"
 OP_TYPES: tuple[str, ...] = tuple(DIRECTIONS)
 FLOAT_TYPES = ("tensor(float)", "tensor(float16)", "tensor(bfloat16)")
 
@@ -54,6 +58,12 @@ def _schema(op_type: str) -> defs.OpSchema:
             defs.OpSchema.Attribute(
                 "plugin_namespace", defs.OpSchema.AttrType.STRING, "TensorRT plugin namespace"
             ),
+            defs.OpSchema.Attribute(
+                AOT_ATTRIBUTE,
+                defs.OpSchema.AttrType.INT,
+                "1: TensorRT runs the AOT (PTX) kernel, 0: the JIT (Python) one",
+                required=False,
+            ),
         ],
     )
     schema.set_type_and_shape_inference_function(_same_type_as_input)
@@ -78,7 +88,7 @@ def _translation(op_type: str) -> Callable[[Any], Any]:
 
     def translate(x: Any) -> Any:
         return getattr(opset, op_type)(
-            x, plugin_version=PLUGIN_VERSION, plugin_namespace=PLUGIN_NAMESPACE
+            x, plugin_version=PLUGIN_VERSION, plugin_namespace=PLUGIN_NAMESPACE, aot=1
         )
 
     translate.__name__ = f"{op_type}_to_onnx"
@@ -100,9 +110,15 @@ def corner_pool_opset_import() -> onnx.OperatorSetIdProto:
 
 
 def make_corner_pool_node(
-    direction_name: str, input: str, output: str, name: str | None = None, *, domain: str = DOMAIN
+    direction_name: str,
+    input: str,
+    output: str,
+    name: str | None = None,
+    *,
+    domain: str = DOMAIN,
+    aot: bool = True,
 ) -> onnx.NodeProto:
-    """One plugin-form corner-pool node, as the exporter emits it."""
+    """One plugin-form corner-pool node, as the exporter emits it (AOT unless `aot=False`)."""
     if direction_name not in DIRECTIONS:
         raise ValueError(f"unknown corner pool {direction_name!r}; expected one of {OP_TYPES}")
     return helper.make_node(
@@ -113,6 +129,7 @@ def make_corner_pool_node(
         domain=domain,
         plugin_version=PLUGIN_VERSION,
         plugin_namespace=PLUGIN_NAMESPACE,
+        **{AOT_ATTRIBUTE: int(aot)},
     )
 
 

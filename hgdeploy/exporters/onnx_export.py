@@ -19,7 +19,7 @@ import onnx
 import torch
 from torch import nn
 
-from hgdeploy.artifacts import atomic_path, write_sidecar
+from hgdeploy.artifacts import atomic_path, prepare_output_dir, write_sidecar
 from hgdeploy.checkpoints import sha256_file
 from hgdeploy.errors import HgDeployError
 from hgdeploy.exporters.corner_pool_ops import (
@@ -154,6 +154,7 @@ def export_to_file(
     options.validate()
     step = on_step or (lambda _: None)
     path = Path(output) if output is not None else default_output(name, options)
+    prepare_output_dir(path)  # fail on an unwritable destination before minutes of work
     started = time.perf_counter()
     step(f"loading {name}")
     model = load_model(name, checkpoint, seed=seed)

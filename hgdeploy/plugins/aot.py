@@ -104,7 +104,10 @@ def compile_ptx(
     options = {"num_warps": spec.blocks.num_warps, "enable_fp_fusion": False}
     if ptx_version is not None:
         options["ptx_version"] = ptx_version
-    kernel = triton.compile(source, target=GPUTarget("cuda", arch, 32), options=options)
+    with triton.knobs.compilation.scope():
+        # No .loc/.file lines: the PTX (and the engine) then doesn't depend on the checkout path.
+        triton.knobs.compilation.disable_line_info = True
+        kernel = triton.compile(source, target=GPUTarget("cuda", arch, 32), options=options)
     meta = kernel.metadata
     return CompiledCornerPool(
         direction_name=direction_name,
@@ -153,7 +156,7 @@ def _signature(dtype: str) -> dict[str, str]:
 
 
 def _drop_scratch_params(ptx: str, meta: object, n_params: int) -> str:
-    """Remove Triton's hidden trailing scratch pointers from the entry, after checking they are unused."""
+    """Drop Triton's hidden trailing scratch pointers from the entry, once shown to be unused."""
     name, params = entry_params(ptx)
     extra = range(n_params, len(params))
     if not extra:

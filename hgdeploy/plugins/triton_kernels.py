@@ -20,8 +20,17 @@ Both kernels take the same arguments, in the order a TensorRT ``aot_impl`` launc
 with ``nc = N*C`` and a 1-D grid from ``launch_grid`` (a function of N, C, H, W only).
 
 Exactness and special values: max never rounds, so results equal ``corner_pool_reference``
-bit for bit; -inf behaves as in ``torch.cummax``. NaN propagates (``PropagateNan.ALL``): every
-output at or after a NaN in scan order is NaN, which is also what ``torch.cummax`` gives.
+(``torch.equal``); -inf and +-inf behave as in ``torch.cummax``. NaN propagates
+(``PropagateNan.ALL``, ``max.NaN`` in PTX): every output at or after a NaN in scan order is NaN,
+as with ``torch.cummax``. The one bit-level freedom: where +0.0 and -0.0 tie, either sign may
+come out (they compare equal).
+
+Constraints kept on purpose: the kernels call no Triton standard-library ``@jit`` helper (e.g.
+``tl.cdiv``), because under ``TRITON_INTERPRET=1`` those are built as interpreted functions and
+AOT compilation in such a process would fail; and they avoid ``bool_tensor & bool_scalar``,
+which the Triton 3.9 interpreter turns into an int32 mask that ``tl.load`` rejects.
+``kernels_module(interpret=...)`` gives the kernels in either mode whatever the environment
+was at import (CPU tensors run under the interpreter).
 """
 
 from __future__ import annotations
@@ -48,7 +57,8 @@ CONSTEXPR_NAMES: tuple[str, ...] = ("REVERSE", "BLOCK_SCAN", "BLOCK_ACROSS")
 #: Largest element count the int32 scalar arguments and offsets are written for.
 MAX_NUMEL = 2**31 - 1
 
-Dim = TypeVar("Dim")  # int, or anything with int-on-the-right + * // (e.g. tensorrt.plugin.ShapeExpr)
+#: A dimension: int, or anything with ``dim + int``, ``dim * dim``, ``dim // int`` (trtp.ShapeExpr).
+Dim = TypeVar("Dim")
 
 
 @triton.jit
@@ -68,12 +78,12 @@ def corner_pool_h_kernel(
     BLOCK_SCAN: tl.constexpr,
     BLOCK_ACROSS: tl.constexpr,
 ):
-    """Max-scan along H; program ``pid`` owns column tile ``pid % tiles`` of plane ``pid // tiles``."""
+    """Max-scan along H; program ``pid`` owns one column tile of plane ``pid // col_tiles``."""
     pid = tl.program_id(0)
     col_tiles = (w + BLOCK_ACROSS - 1) // BLOCK_ACROSS
     plane = pid // col_tiles
     cols = (pid % col_tiles) * BLOCK_ACROSS + tl.arange(0, BLOCK_ACROSS)
-    col_ok = cols < tl.where(plane < nc, w, 0)  # (not `&` with a scalar: interpreter bug)
+    col_ok = cols < tl.where(plane < nc, w, 0)  # no `& scalar`: see the module docstring
     base = plane.to(tl.int64) * h * w
     steps = tl.arange(0, BLOCK_SCAN)
     carry = tl.full([BLOCK_ACROSS], float("-inf"), x_ptr.dtype.element_ty)
@@ -103,7 +113,7 @@ def corner_pool_w_kernel(
     BLOCK_SCAN: tl.constexpr,
     BLOCK_ACROSS: tl.constexpr,
 ):
-    """Max-scan along W; program ``pid`` owns rows ``pid*BLOCK_ACROSS ..`` of the (nc*h, w) matrix."""
+    """Max-scan along W; program ``pid`` owns BLOCK_ACROSS rows of the (nc*h, w) matrix."""
     pid = tl.program_id(0)
     rows = pid * BLOCK_ACROSS + tl.arange(0, BLOCK_ACROSS)
     row_ok = rows < nc * h
@@ -155,7 +165,7 @@ class KernelSpec:
 
     @property
     def constexprs(self) -> dict[str, int | bool]:
-        """Compile-time arguments by name, as ``triton.compiler.ASTSource(constexprs=...)`` takes."""
+        """Compile-time arguments by name, as ``triton.compiler.ASTSource(constexprs=)`` takes."""
         return {
             "REVERSE": self.direction.reverse,
             "BLOCK_SCAN": self.blocks.scan,
@@ -199,7 +209,8 @@ def corner_pool_triton(
 ) -> torch.Tensor:
     """Corner-pool ``x`` (NCHW, fp32/fp16) with the Triton kernel on ``x``'s device.
 
-    CPU tensors work under ``TRITON_INTERPRET=1`` (set before this module is imported).
+    CPU tensors need the interpreted kernels: ``kernels_module(interpret=True).corner_pool_triton``
+    (or ``TRITON_INTERPRET=1`` set before this module is first imported).
     """
     _check_input(x, direction_name)
     x = x.contiguous()
@@ -256,7 +267,8 @@ def _direction(direction_name: str) -> PoolDirection:
         return DIRECTIONS[direction_name]
     except KeyError:
         raise ValueError(
-            f"unknown corner-pool direction {direction_name!r}; expected one of {sorted(DIRECTIONS)}"
+            f"unknown corner-pool direction {direction_name!r}; "
+            f"expected one of {sorted(DIRECTIONS)}"
         ) from None
 
 

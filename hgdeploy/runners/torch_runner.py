@@ -51,7 +51,8 @@ class TorchRunner(BaseRunner):
         self.inference_time = time.perf_counter() - started  # Polygraphy's timing contract
         outputs = raw if isinstance(raw, tuple) else (raw,)
         return OrderedDict(
-            (name, out.detach().cpu().numpy()) for name, out in zip(self._output_names, outputs)
+            (name, np.ascontiguousarray(out.detach().cpu().numpy()))
+            for name, out in zip(self._output_names, outputs)
         )
 
     def deactivate_impl(self) -> None:

@@ -1,0 +1,1 @@
+"""TensorRT engines: optimization profiles, the (thin) build step and the build-engine job."""

@@ -1,0 +1,102 @@
+"""`hgdeploy build-engine`: fp32 ONNX -> precision-prepared ONNX -> TensorRT engine.
+
+Every step before the TensorRT build runs on any CPU machine, so `--prepare-only` (and a build
+attempted without TensorRT) still leaves the prepared ONNX, its sidecar and, for INT8, the
+calibration cache ready to copy to a GPU machine.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from hgdeploy.artifacts import read_sidecar
+from hgdeploy.engine.build import BuildSettings, build_engine, require_tensorrt
+from hgdeploy.errors import HgDeployError
+from hgdeploy.exporters.onnx_export import ExportOptions, default_output, export_to_file
+from hgdeploy.loader import weights_provenance
+from hgdeploy.precision.prepare import PreparedModel, prepare_precision
+from hgdeploy.zoo import get_spec
+
+PRECISIONS = ("fp32", "fp16", "int8")
+StepCallback = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class EngineRequest:
+    model: str
+    precision: str
+    settings: BuildSettings
+    onnx: Path | None = None  # an fp32 plugin-form ONNX; default: exported on demand
+    checkpoint: Path | None = None
+    output: Path | None = None
+    calib_dir: Path | None = None
+    calib_cache: Path | None = None
+    calib_batches: int = 4
+    prepare_only: bool = False
+
+
+@dataclass(frozen=True)
+class EngineResult:
+    prepared: PreparedModel
+    engine: Path | None  # None with --prepare-only
+
+
+def _fp32_onnx(request: EngineRequest, step: StepCallback) -> Path:
+    """The given ONNX, or the default dynamic-batch plugin export (reused if its sidecar says it
+    came from the same weights)."""
+    if request.onnx is not None:
+        if not request.onnx.is_file():
+            raise HgDeployError(f"ONNX file not found: {request.onnx}")
+        return request.onnx
+    options = ExportOptions(batch=1, dynamic_batch=True, corner_pool="plugin")
+    path = default_output(request.model, options)
+    sidecar = read_sidecar(path) if path.is_file() else None
+    wanted = weights_provenance(request.checkpoint)
+    if sidecar is not None and all(sidecar.get(k) == v for k, v in wanted.items()):
+        step(f"reusing {path}")
+        return path
+    export_to_file(request.model, checkpoint=request.checkpoint, output=path, options=options,
+                   on_step=step)
+    return path
+
+
+def default_engine_path(prepared_onnx: Path, precision: str) -> Path:
+    return prepared_onnx.with_name(f"{prepared_onnx.stem.split('_dyn')[0]}_{precision}.engine")
+
+
+def run_build_engine(request: EngineRequest, on_step: StepCallback | None = None) -> EngineResult:
+    """Prepare the precision-specific ONNX, then build the engine unless `prepare_only`."""
+    step = on_step or (lambda _: None)
+    if request.precision not in PRECISIONS:
+        raise HgDeployError(f"precision must be one of {', '.join(PRECISIONS)}")
+    spec = get_spec(request.model)
+    fp32 = _fp32_onnx(request, step)
+    sidecar = read_sidecar(fp32)
+    if sidecar is not None and sidecar.get("model") not in (None, spec.name):
+        raise HgDeployError(f"{fp32} was exported from {sidecar['model']!r}, not {spec.name!r}")
+    if sidecar is not None and sidecar.get("corner_pool") == "onnx":
+        raise HgDeployError(f"{fp32} has lowered corner pools; build engines from the plugin form")
+    prepared_path = fp32.with_name(f"{fp32.stem}_{request.precision}.onnx")
+    step(f"preparing the {request.precision} ONNX")
+    prepared = prepare_precision(
+        spec.name,
+        fp32,
+        request.precision,
+        prepared_path,
+        calib_dir=request.calib_dir,
+        calib_cache=request.calib_cache,
+        calib_batches=request.calib_batches,
+        checkpoint_info=sidecar,
+    )
+    if request.prepare_only:
+        return EngineResult(prepared, None)
+    require_tensorrt(prepared.path)
+    output = request.output or default_engine_path(fp32, request.precision)
+    step(f"building the TensorRT engine {output} (this takes minutes)")
+    engine = build_engine(
+        spec, prepared.path, output, request.precision, request.settings,
+        sidecar_extra={"source_onnx": str(fp32)},
+    )
+    return EngineResult(prepared, engine)
