@@ -20,8 +20,18 @@ from typing import Any
 
 from hgdeploy.errors import HgDeployError
 
-_TOOLS = ("hgdeploy", "torch", "onnx", "onnxscript", "onnxruntime", "onnxruntime-gpu",
-          "polygraphy", "tensorrt", "triton", "numpy")
+_TOOLS = (
+    "hgdeploy",
+    "torch",
+    "onnx",
+    "onnxscript",
+    "onnxruntime",
+    "onnxruntime-gpu",
+    "polygraphy",
+    "tensorrt",
+    "triton",
+    "numpy",
+)
 
 
 def _umask() -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from typing import TYPE_CHECKING
 
 import click
 from rich.table import Table
@@ -15,6 +16,10 @@ from hgdeploy.cli_options import (
     seed_option,
 )
 from hgdeploy.zoo import ZOO
+
+if TYPE_CHECKING:
+    from hgdeploy.precision.quality import QualityReport
+
 
 @click.group(cls=CliGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="hgdeploy")
@@ -35,17 +40,19 @@ def models_command() -> None:
         )
         heatmap = "x".join(map(str, spec.outputs[0].shape[-2:]))
         params = f"{spec.num_parameters / 1e6:.1f}M"
-        table.add_row(
-            spec.name, spec.title, shapes, ", ".join(spec.output_names), heatmap, params
-        )
+        table.add_row(spec.name, spec.title, shapes, ", ".join(spec.output_names), heatmap, params)
     console.print(table)
 
 
 @main.command("predict")
 @model_option
 @checkpoint_option
-@click.option("--image", type=click.Path(dir_okay=False), default=None,
-              help="Image file; default: scikit-image's bundled 'astronaut' photo.")
+@click.option(
+    "--image",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Image file; default: scikit-image's bundled 'astronaut' photo.",
+)
 @seed_option
 @click.option("--top", type=int, default=5, show_default=True, help="Detections/joints to print.")
 def predict_command(
@@ -60,15 +67,21 @@ def predict_command(
         table.add_column(column)
     for name, array in result.outputs.items():
         table.add_row(
-            name, "x".join(map(str, array.shape)),
-            f"{array.min():.4g}", f"{array.max():.4g}", f"{array.mean():.4g}",
+            name,
+            "x".join(map(str, array.shape)),
+            f"{array.min():.4g}",
+            f"{array.max():.4g}",
+            f"{array.mean():.4g}",
         )
     console.print(table)
     if result.detections is not None:
         console.print(f"{len(result.detections)} detections (heatmap pixels); best {top}:")
         for det in result.detections[:top]:
             x1, y1, x2, y2, score, _, _, cls = det
-            console.print(f"  class {int(cls):2d} score {score:.3f} box ({x1:.1f}, {y1:.1f}, {x2:.1f}, {y2:.1f})")
+            console.print(
+                f"  class {int(cls):2d} score {score:.3f} "
+                f"box ({x1:.1f}, {y1:.1f}, {x2:.1f}, {y2:.1f})"
+            )
     if result.keypoints is not None:
         console.print(f"joint peaks (heatmap pixels), first {top}:")
         for joint, (x, y, value) in enumerate(result.keypoints[:top]):
@@ -78,17 +91,35 @@ def predict_command(
 @main.command("export")
 @model_option
 @checkpoint_option
-@click.option("--output", type=click.Path(dir_okay=False), default=None,
-              help="ONNX path; default artifacts/NAME/NAME_b<batch>_<form>.onnx.")
-@click.option("--batch", type=click.IntRange(min=1), default=1, show_default=True,
-              help="Batch size of the exported input (the example size when dynamic).")
+@click.option(
+    "--output",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="ONNX path; default artifacts/NAME/NAME_b<batch>_<form>.onnx.",
+)
+@click.option(
+    "--batch",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Batch size of the exported input (the example size when dynamic).",
+)
 @click.option("--dynamic-batch", is_flag=True, help="Make the batch axis dynamic ('batch').")
-@click.option("--opset", type=click.IntRange(min=18), default=20, show_default=True,
-              help="Default-domain ONNX opset.")
-@click.option("--corner-pool", type=click.Choice(["plugin", "onnx"]), default="plugin",
-              show_default=True,
-              help="plugin: one TopPool/LeftPool/BottomPool/RightPool node per pool (TensorRT "
-                   "plugins); onnx: lowered to standard ONNX ops (any runtime).")
+@click.option(
+    "--opset",
+    type=click.IntRange(min=18),
+    default=20,
+    show_default=True,
+    help="Default-domain ONNX opset.",
+)
+@click.option(
+    "--corner-pool",
+    type=click.Choice(["plugin", "onnx"]),
+    default="plugin",
+    show_default=True,
+    help="plugin: one TopPool/LeftPool/BottomPool/RightPool node per pool (TensorRT "
+    "plugins); onnx: lowered to standard ONNX ops (any runtime).",
+)
 @seed_option
 def export_command(
     model_name: str,
@@ -106,7 +137,11 @@ def export_command(
     options = ExportOptions(batch, dynamic_batch, opset, corner_pool)  # type: ignore[arg-type]
     with console.status("exporting") as status:
         result = export_to_file(
-            model_name, checkpoint=checkpoint, output=output, options=options, seed=seed,
+            model_name,
+            checkpoint=checkpoint,
+            output=output,
+            options=options,
+            seed=seed,
             on_step=lambda text: status.update(text),
         )
     pools = sum(result.corner_pool_nodes.values())
@@ -118,17 +153,36 @@ def export_command(
 
 @main.command("parity")
 @model_option
-@click.option("--onnx", "onnx_path", type=click.Path(dir_okay=False), default=None,
-              help="ONNX to check; default: the default export path (exported if missing).")
+@click.option(
+    "--onnx",
+    "onnx_path",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="ONNX to check; default: the default export path (exported if missing).",
+)
 @checkpoint_option
-@click.option("--backend", type=click.Choice(["onnxruntime", "tensorrt"]), default="onnxruntime",
-              show_default=True, help="Backend compared against the eager model.")
-@click.option("--engine", "engine_path", type=click.Path(dir_okay=False), default=None,
-              help="TensorRT engine (with --backend tensorrt).")
+@click.option(
+    "--backend",
+    type=click.Choice(["onnxruntime", "tensorrt"]),
+    default="onnxruntime",
+    show_default=True,
+    help="Backend compared against the eager model.",
+)
+@click.option(
+    "--engine",
+    "engine_path",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="TensorRT engine (with --backend tensorrt).",
+)
 @click.option("--batch", type=click.IntRange(min=1), default=1, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random feed.")
-@click.option("--report", type=click.Path(dir_okay=False), default=None,
-              help="JSON report path; default: next to the ONNX as <onnx>.parity.json.")
+@click.option(
+    "--report",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="JSON report path; default: next to the ONNX as <onnx>.parity.json.",
+)
 def parity_command(
     model_name: str,
     onnx_path: str | None,
@@ -142,10 +196,9 @@ def parity_command(
     """Compare a backend with the eager reference (Polygraphy); exit 1 on mismatch."""
     from pathlib import Path
 
+    from hgdeploy.errors import HgDeployError
     from hgdeploy.exporters.onnx_export import ExportOptions, default_output, export_to_file
     from hgdeploy.parity_job import run_parity
-
-    from hgdeploy.errors import HgDeployError
 
     if backend == "tensorrt":
         if engine_path is None:
@@ -156,26 +209,48 @@ def parity_command(
         onnx_path = str(default_output(model_name, options))
         if not Path(onnx_path).is_file():
             with console.status("exporting") as status:
-                export_to_file(model_name, checkpoint=checkpoint, options=options,
-                               on_step=lambda text: status.update(text))
+                export_to_file(
+                    model_name,
+                    checkpoint=checkpoint,
+                    options=options,
+                    on_step=lambda text: status.update(text),
+                )
             console.print(f"exported {onnx_path}")
     with console.status(f"running torch and {backend} on real images and noise"):
-        result = run_parity(model_name, onnx_path, backend=backend, checkpoint=checkpoint,
-                            batch=batch, seed=seed)
-    table = Table(title=f"{model_name}: {backend} vs eager torch ({result.precision}, batch {batch})")
-    for column in ("output", "max abs err", "max rel err", "abs err / range", "atol", "rtol", "pass"):
+        result = run_parity(
+            model_name, onnx_path, backend=backend, checkpoint=checkpoint, batch=batch, seed=seed
+        )
+    table = Table(
+        title=f"{model_name}: {backend} vs eager torch ({result.precision}, batch {batch})"
+    )
+    for column in (
+        "output",
+        "max abs err",
+        "max rel err",
+        "abs err / range",
+        "check",
+        "atol",
+        "rtol",
+        "pass",
+    ):
         table.add_column(column)
     for row in result.outputs:
         table.add_row(
-            row.name, f"{row.max_abs:.3g}", f"{row.max_rel:.3g}",
+            row.name,
+            f"{row.max_abs:.3g}",
+            f"{row.max_rel:.3g}",
             f"{row.max_abs / row.scale:.3g}" if row.scale else "-",
-            f"{row.atol:g}", f"{row.rtol:g}", "[green]yes[/]" if row.passed else "[red]NO[/]",
+            "each element" if row.stat == "elemwise" else f"{row.stat} error",
+            f"{row.atol:.3g}",
+            f"{row.rtol:g}",
+            "[green]yes[/]" if row.passed else "[red]NO[/]",
         )
     console.print(table)
     report_path = result.write(report or f"{onnx_path}.parity.json")
     verdict = "[green]PASS[/]" if result.passed else "[red]FAIL[/]"
-    console.print(f"{verdict} on {len(result.feeds)} feeds ({'; '.join(result.feeds)}); "
-                  f"report {report_path}")
+    console.print(
+        f"{verdict} on {len(result.feeds)} feeds ({'; '.join(result.feeds)}); report {report_path}"
+    )
     if not result.passed:
         sys.exit(1)
 
@@ -183,30 +258,68 @@ def parity_command(
 @main.command("build-engine")
 @model_option
 @click.option("--fp32", "precision", flag_value="fp32", help="FP32 engine.")
-@click.option("--fp16", "precision", flag_value="fp16", default=True,
-              help="FP16 engine from an FP16 ONNX with FP32 I/O (the default).")
-@click.option("--int8", "precision", flag_value="int8",
-              help="INT8 engine from an explicit Q/DQ ONNX calibrated on real images.")
-@click.option("--onnx", "onnx_path", type=click.Path(dir_okay=False), default=None,
-              help="FP32 plugin-form ONNX; default: exported (dynamic batch) under artifacts/.")
+@click.option(
+    "--fp16",
+    "precision",
+    flag_value="fp16",
+    default=True,
+    help="FP16 engine from an FP16 ONNX with FP32 I/O (the default).",
+)
+@click.option(
+    "--int8",
+    "precision",
+    flag_value="int8",
+    help="INT8 engine from an explicit Q/DQ ONNX calibrated on real images.",
+)
+@click.option(
+    "--onnx",
+    "onnx_path",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="FP32 plugin-form ONNX; default: exported (dynamic batch) under artifacts/.",
+)
 @checkpoint_option
-@click.option("--batch", type=click.IntRange(min=1), default=None,
-              help="Fix the profile to one batch size.")
+@click.option(
+    "--batch", type=click.IntRange(min=1), default=None, help="Fix the profile to one batch size."
+)
 @click.option("--min-batch", type=click.IntRange(min=1), default=None, help="Profile minimum.")
-@click.option("--opt-batch", type=click.IntRange(min=1), default=None,
-              help="Profile optimum; default: the documented batch.")
-@click.option("--max-batch", type=click.IntRange(min=1), default=None,
-              help="Profile maximum; default: the largest documented batch.")
+@click.option(
+    "--opt-batch",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Profile optimum; default: the documented batch.",
+)
+@click.option(
+    "--max-batch",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Profile maximum; default: the largest documented batch.",
+)
 @click.option("--workspace", type=float, default=None, help="Builder workspace limit, GiB.")
-@click.option("--timing-cache", type=click.Path(dir_okay=False), default=None,
-              help="TensorRT timing cache to load and update.")
+@click.option(
+    "--timing-cache",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="TensorRT timing cache to load and update.",
+)
 @click.option("--output", type=click.Path(dir_okay=False), default=None, help="Engine path.")
-@click.option("--calib-dir", type=click.Path(file_okay=False), default=None,
-              help="INT8: directory of jpg/png calibration images (default: bundled samples).")
-@click.option("--calib-cache", type=click.Path(dir_okay=False), default=None,
-              help="INT8: reuse a calibration cache (tensor -> amax JSON) instead of calibrating.")
-@click.option("--prepare-only", is_flag=True,
-              help="Stop after writing the precision-prepared ONNX (no TensorRT needed).")
+@click.option(
+    "--calib-dir",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="INT8: directory of jpg/png calibration images (default: bundled samples).",
+)
+@click.option(
+    "--calib-cache",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="INT8: reuse a calibration cache (tensor -> amax JSON) instead of calibrating.",
+)
+@click.option(
+    "--prepare-only",
+    is_flag=True,
+    help="Stop after writing the precision-prepared ONNX (no TensorRT needed).",
+)
 def build_engine_command(
     model_name: str,
     precision: str,
@@ -255,25 +368,28 @@ def build_engine_command(
     if prepared.quality is not None:
         _print_quality(prepared.quality, precision)
     if result.engine is not None:
-        console.print(f"engine: {result.engine} (profile {profile.min}..{profile.max}, "
-                      f"opt {profile.opt})")
+        console.print(
+            f"engine: {result.engine} (profile {profile.min}..{profile.max}, opt {profile.opt})"
+        )
 
 
-def _print_quality(quality, precision: str) -> None:  # type: ignore[no-untyped-def]
-    table = Table(title=f"{precision} vs fp32 on ONNX Runtime CPU")
-    for column in ("output", "relative L2", "peak agreement"):
+def _print_quality(quality: QualityReport, precision: str) -> None:
+    table = Table(title=f"{precision} vs fp32 on ONNX Runtime CPU ({quality.samples} images)")
+    for column in ("output", "relative L2", "max abs err / range", "peak agreement"):
         table.add_column(column)
     for row in quality.rows:
-        agreement = getattr(row, "peak_agreement", None)
-        table.add_row(row.name, f"{row.relative_l2:.3g}",
-                      "-" if agreement is None else f"{agreement:.1%}")
+        scale = row.max_abs_error / row.reference_max_abs if row.reference_max_abs else 0.0
+        agreement = "-" if row.peak_agreement is None else f"{row.peak_agreement:.1%}"
+        table.add_row(row.output, f"{row.relative_l2:.3g}", f"{scale:.3g}", agreement)
     console.print(table)
 
 
 def _register_command_modules() -> None:
     """Commands that live beside their library code."""
+    from hgdeploy.bench.command import bench_command
     from hgdeploy.plugins.cli_command import plugins_command
 
+    main.add_command(bench_command)
     main.add_command(plugins_command)
 
 

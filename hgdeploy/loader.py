@@ -30,4 +30,8 @@ def weights_provenance(checkpoint: str | Path | None, seed: int = 0) -> dict[str
     """What a sidecar records about the weights an artifact was made from."""
     if checkpoint is None:
         return {"weights": "random-init", "seed": seed}
-    return {"weights": "checkpoint", "checkpoint": str(checkpoint), "sha256": sha256_file(checkpoint)}
+    return {
+        "weights": "checkpoint",
+        "checkpoint": str(checkpoint),
+        "checkpoint_sha256": sha256_file(checkpoint),
+    }

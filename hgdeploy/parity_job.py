@@ -60,10 +60,11 @@ def _weights_record(artifact: Path) -> dict | None:
     precision-prepared ONNX, the one of the fp32 export it was made from (`source_onnx`)."""
     record = read_sidecar(artifact)
     seen = {artifact}
-    while record is not None and "weights" not in record and record.get("source_onnx"):
-        source = Path(record["source_onnx"])
-        if source in seen or not source.is_file():
+    while record is not None and "weights" not in record:
+        source_value = record.get("source_onnx") or (record.get("source") or {}).get("path")
+        if not source_value or Path(source_value) in seen or not Path(source_value).is_file():
             break
+        source = Path(source_value)
         seen.add(source)
         record = read_sidecar(source)
     return record
@@ -121,7 +122,7 @@ def run_parity(
         raise HgDeployError(f"{name} has no {precision} tolerances in the zoo")
     candidate = backend_runner(backend, artifact, spec, batch)
     weights = resolve_weights(name, artifact, checkpoint)
-    feeds = parity_feeds(spec, INPUT_NAME, batch, seed)
+    feeds = parity_feeds(spec, INPUT_NAME, batch, seed, noise=precision == "fp32")
     rows = compare_runners(
         spec, reference_runner(spec, weights, batch), candidate, feeds, tolerances
     )

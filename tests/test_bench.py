@@ -27,7 +27,7 @@ from PIL import Image
 
 from hgdeploy.bench import matrix
 from hgdeploy.bench.command import bench_command
-from hgdeploy.bench.matrix import BenchConfig, CellResult, run_matrix
+from hgdeploy.bench.matrix import BenchConfig, CellResult, SkipCell, run_matrix
 from hgdeploy.bench.report import headline_ratios, results_markdown
 from hgdeploy.bench.timing import LatencyStats, PeakRss, TimingPlan, time_callable
 from hgdeploy.cli_options import CliGroup
@@ -35,7 +35,9 @@ from hgdeploy.runners import backend_unavailable_reason
 from hgdeploy.runners.torch_runner import TorchRunner
 
 MODEL = "hrnet"
-TINY = ["--warmup", "1", "--iterations", "2"]
+# One thread: the test times nothing that matters, and on a shared 2-core machine two OpenMP
+# threads stall on every barrier whenever another process holds a core.
+TINY = ["--warmup", "1", "--iterations", "2", "--threads", "1"]
 
 
 @click.group(cls=CliGroup)
@@ -69,9 +71,24 @@ def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def tiny_run(workdir: Path) -> tuple[Result, Path]:
     """One CLI run over torch, onnxruntime and tensorrt (exports the dynamic-batch ONNX)."""
-    result = invoke(workdir, ["--model", MODEL, "--batch", "1", "--backend", "torch",
-                              "--backend", "onnxruntime", "--backend", "tensorrt", *TINY,
-                              "--output", "results"])
+    result = invoke(
+        workdir,
+        [
+            "--model",
+            MODEL,
+            "--batch",
+            "1",
+            "--backend",
+            "torch",
+            "--backend",
+            "onnxruntime",
+            "--backend",
+            "tensorrt",
+            *TINY,
+            "--output",
+            "results",
+        ],
+    )
     return result, workdir / "results"
 
 
@@ -83,12 +100,25 @@ def _cells(output: Path) -> dict[str, dict[str, Any]]:
 # --- the JSON schema ----------------------------------------------------------------------------
 
 CELL_FIELDS: dict[str, tuple[type, ...]] = {
-    "model": (str,), "backend": (str,), "precision": (str,), "batch": (int,), "status": (str,),
-    "reason": (str, type(None)), "trusted": (bool,), "device": (str,), "threads": (int,),
-    "providers": (list, type(None)), "latency_ms": (dict, type(None)),
-    "throughput_ips": (float, type(None)), "speedup_vs_torch": (float, type(None)),
-    "parity": (dict, type(None)), "memory": (dict, type(None)), "artifact": (str, type(None)),
-    "seconds": (float, int), "versions": (dict,),
+    "model": (str,),
+    "backend": (str,),
+    "precision": (str,),
+    "batch": (int,),
+    "status": (str,),
+    "reason": (str, type(None)),
+    "trusted": (bool,),
+    "device": (str,),
+    "threads": (int,),
+    "providers": (list, type(None)),
+    "latency_ms": (dict, type(None)),
+    "throughput_ips": (float, type(None)),
+    "speedup_vs_torch": (float, type(None)),
+    "parity": (dict, type(None)),
+    "memory": (dict, type(None)),
+    "weights_mib": (float, type(None)),
+    "artifact": (str, type(None)),
+    "seconds": (float, int),
+    "versions": (dict,),
 }
 LATENCY_FIELDS = ("min_ms", "median_ms", "mean_ms", "p90_ms", "p99_ms", "max_ms", "std_ms", "cv")
 MEMORY_FIELDS = ("rss_peak_mib", "rss_delta_mib", "rss_method", "device_peak_mib")
@@ -121,10 +151,12 @@ def test_results_json_is_well_formed(tiny_run: tuple[Result, Path]) -> None:
     assert data["schema"] == "hgdeploy.bench/1"
     assert {"created", "host", "settings", "versions", "headline", "cells"} <= set(data)
     assert data["complete"] is True and data["settings"]["batches"] == {MODEL: [1]}
-    assert data["host"]["threads"] >= 1 and data["host"]["device"] in ("cpu", "cuda")
+    assert data["host"]["threads"] == 1 and data["host"]["device"] in ("cpu", "cuda")
     assert data["settings"]["warmup"] == 1 and data["settings"]["iterations"] == 2
     assert [(c["backend"], c["batch"]) for c in data["cells"]] == [
-        ("torch", 1), ("onnxruntime", 1), ("tensorrt", 1)
+        ("torch", 1),
+        ("onnxruntime", 1),
+        ("tensorrt", 1),
     ]
     for cell in data["cells"]:
         check_cell_schema(cell)
@@ -171,7 +203,6 @@ def test_results_markdown_has_a_table_and_the_headline(tiny_run: tuple[Result, P
 
 
 def test_results_png_is_a_valid_image(tiny_run: tuple[Result, Path]) -> None:
-    pytest.importorskip("matplotlib", reason="results.png needs matplotlib")
     _, output = tiny_run
     png = output / "results.png"
     data = png.read_bytes()
@@ -200,9 +231,24 @@ def test_a_raising_backend_is_recorded_failed_and_the_run_continues(
         raise MemoryError("cannot allocate 48 GiB for the activations\nsecond line")
 
     monkeypatch.setitem(matrix.RUNNER_FACTORIES, "onnxruntime", out_of_memory)
-    result = invoke(workdir, ["--model", MODEL, "--batch", "1", "--backend", "torch",
-                              "--backend", "onnxruntime", "--backend", "tensorrt", *TINY,
-                              "--output", "failing"])
+    result = invoke(
+        workdir,
+        [
+            "--model",
+            MODEL,
+            "--batch",
+            "1",
+            "--backend",
+            "torch",
+            "--backend",
+            "onnxruntime",
+            "--backend",
+            "tensorrt",
+            *TINY,
+            "--output",
+            "failing",
+        ],
+    )
     assert result.exit_code == 0, result.output
     cells = _cells(workdir / "failing")
     assert cells["onnxruntime"]["status"] == "failed"
@@ -229,13 +275,19 @@ def test_parity_failure_is_flagged_untrusted_and_out_of_the_headline(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     def broken(spec: Any, batch: int, precision: str, artifacts: matrix.Artifacts) -> Any:
-        return _OffByOne(artifacts.model, "image", spec.input_shape(batch), spec.output_names,
-                         name="onnxruntime")
+        return _OffByOne(
+            artifacts.model, "image", spec.input_shape(batch), spec.output_names, name="onnxruntime"
+        )
 
     monkeypatch.setattr("hgdeploy.loader.load_model", _cached_load_model)
     factories = {"torch": matrix.torch_factory, "onnxruntime": broken}
-    config = BenchConfig(models=(MODEL,), backends=("onnxruntime", "torch"), batches=(1,),
-                         plan=TimingPlan(warmup=0, iterations=2))
+    config = BenchConfig(
+        models=(MODEL,),
+        backends=("onnxruntime", "torch"),
+        batches=(1,),
+        plan=TimingPlan(warmup=0, iterations=2),
+        threads=1,
+    )
     run = run_matrix(config, factories=factories)
     by_backend = {c.backend: c for c in run.cells}
     assert [c.backend for c in run.cells] == ["torch", "onnxruntime"]  # the baseline runs first
@@ -248,12 +300,69 @@ def test_parity_failure_is_flagged_untrusted_and_out_of_the_headline(
     assert "**parity FAILED** (untrusted)" in results_markdown(run)
 
 
+def test_tensorrt_cells_without_a_usable_engine_are_skipped_with_the_fix(tmp_path: Path) -> None:
+    from hgdeploy.artifacts import write_sidecar
+    from hgdeploy.zoo import get_spec
+
+    spec = get_spec(MODEL)
+    engine = tmp_path / "hrnet_fp16.engine"
+
+    def skip_reason(batch: int, precision: str) -> str:
+        artifacts = matrix.Artifacts(
+            spec,
+            torch.nn.Identity(),
+            "cuda",
+            1,
+            engine,
+            matrix._OnnxSource(MODEL, None, 0, lambda _: None),
+        )
+        with pytest.raises(SkipCell) as caught:
+            matrix.tensorrt_factory(spec, batch, precision, artifacts)
+        return str(caught.value)
+
+    assert skip_reason(1, "fp16").startswith(
+        "no engine: run hgdeploy build-engine --model hrnet --fp16 (nothing at --engine"
+    )
+    engine.write_bytes(b"engine")
+    write_sidecar(
+        engine,
+        {
+            "kind": "tensorrt-engine",
+            "model": MODEL,
+            "precision": "fp16",
+            "profile": {"min": 1, "opt": 4, "max": 4},
+        },
+    )
+    assert skip_reason(1, "fp32") == f"{engine} is a fp16 engine, not fp32"
+    assert skip_reason(32, "fp16").endswith(
+        "profile (1..4): run hgdeploy build-engine --model hrnet --fp16 --max-batch 32"
+    )
+    assert matrix.default_engine_path(MODEL, "fp16") == Path("artifacts/hrnet/hrnet_fp16.engine")
+
+
 # --- the corner-pool micro-benchmark ------------------------------------------------------------
 
 
 def test_corner_pool_micro_benchmark_on_cpu(workdir: Path) -> None:
-    result = invoke(workdir, ["--op", "corner-pool", "--model", "squeeze", "--warmup", "0",
-                              "--iterations", "1", "--device", "cpu", "--output", "pools"])
+    result = invoke(
+        workdir,
+        [
+            "--op",
+            "corner-pool",
+            "--model",
+            "squeeze",
+            "--warmup",
+            "0",
+            "--iterations",
+            "1",
+            "--threads",
+            "1",
+            "--device",
+            "cpu",
+            "--output",
+            "pools",
+        ],
+    )
     assert result.exit_code == 0, result.output
     data = json.loads((workdir / "pools" / "corner_pool.json").read_text())
     assert data["schema"] == "hgdeploy.bench.corner_pool/1"
@@ -270,7 +379,10 @@ def test_corner_pool_micro_benchmark_on_cpu(workdir: Path) -> None:
             assert row["exact"] is True
             assert row["achieved_gbps"] > 0 and row["floor_ms"] > 0 and row["pct_of_floor"] > 0
     assert {r["implementation"] for r in rows} == {
-        "torch-cummax", "torch-doubling", "onnxruntime-lowered", "triton"
+        "torch-cummax",
+        "torch-doubling",
+        "onnxruntime-lowered",
+        "triton",
     }
     assert "| triton |" in (workdir / "pools" / "corner_pool.md").read_text()
 
@@ -309,8 +421,9 @@ def test_time_callable_excludes_warmup_and_summarises() -> None:
 
 
 def test_time_callable_by_seconds_takes_at_least_one_sample() -> None:
-    stats = time_callable(lambda: None, TimingPlan(warmup=0, iterations=None, seconds=1e-9),
-                          _StepClock())
+    stats = time_callable(
+        lambda: None, TimingPlan(warmup=0, iterations=None, seconds=1e-9), _StepClock()
+    )
     assert stats.iterations >= 1 and math.isfinite(stats.median_ms)
     assert isinstance(LatencyStats.from_samples("x", [2.0]).std_ms, float)
 
@@ -326,11 +439,16 @@ def test_peak_rss_sees_memory_used_inside_the_phase() -> None:
     assert meter.delta_mib is not None and meter.delta_mib >= 80
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--iterations", "3", "--seconds", "1"], "error: give either --iterations or --seconds"),
-    (["--model", "hrnet", "--model", "squeeze", "--engine", "x.engine"],
-     "error: --engine belongs to one model"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--iterations", "3", "--seconds", "1"], "error: give either --iterations or --seconds"),
+        (
+            ["--model", "hrnet", "--model", "squeeze", "--engine", "x.engine"],
+            "error: --engine belongs to one model",
+        ),
+    ],
+)
 def test_bad_option_combinations_are_one_line_errors(
     workdir: Path, args: list[str], message: str
 ) -> None:

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 from click.testing import CliRunner
-
 from conftest import golden_input, synthetic_model
+
 from hgdeploy.checkpoints import read_state_dict, strip_wrapper_prefix
 from hgdeploy.cli import main
 from hgdeploy.errors import HgDeployError
@@ -55,7 +55,9 @@ def test_upstream_checkpoint_round_trip(name: str, wrap, filename: str, tmp_path
     x = golden_input(ZOO[name].input_shape(1))
     with torch.no_grad():
         want, got = reference(x), loaded(x)
-    for a, b in zip(want if isinstance(want, tuple) else (want,), got if isinstance(got, tuple) else (got,)):
+    for a, b in zip(
+        want if isinstance(want, tuple) else (want,), got if isinstance(got, tuple) else (got,)
+    ):
         assert torch.equal(a, b)
 
 

@@ -16,8 +16,8 @@ import onnx
 import pytest
 import torch
 from click.testing import CliRunner
-
 from conftest import synthetic_model
+
 from hgdeploy.checkpoints import sha256_file
 from hgdeploy.cli import main
 from hgdeploy.exporters.corner_pool_ops import (
@@ -169,8 +169,10 @@ def test_export_bad_checkpoint_leaves_no_file(tmp_path: Path) -> None:
         ["export", "--model", "squeeze", "--checkpoint", str(checkpoint), "--output", str(output)]
     )
     assert "cannot read checkpoint" in message
-    assert not output.exists() and not (tmp_path / "out").exists() or not any(
-        (tmp_path / "out").iterdir()
+    assert (
+        not output.exists()
+        and not (tmp_path / "out").exists()
+        or not any((tmp_path / "out").iterdir())
     )
 
 

@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 from conftest import golden_input, synthetic_model
+
 from hgdeploy.zoo import ZOO
 
 DATA = Path(__file__).parent / "data"

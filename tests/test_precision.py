@@ -246,6 +246,8 @@ def test_cache_reproduces_the_same_model(prepared: dict, fp32_onnx: dict, workdi
     assert again.path.read_bytes() == first.path.read_bytes()
     assert again.calibration_cache == first.calibration_cache
     assert not calibration_cache_path(again.path).exists()  # reused, not rewritten
+    calibration = json.loads(again.sidecar.read_text())["calibration"]
+    assert calibration["cache_from_this_source"] and calibration["method"] == "max"
 
 
 def test_calibration_from_a_directory_holds_out_the_rest(

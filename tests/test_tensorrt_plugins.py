@@ -275,9 +275,7 @@ def test_every_listed_arch_compiles() -> None:
         "    version = re.search(r'\\.version (\\d+\\.\\d+)', k.ptx).group(1)\n"
         "    print(arch, target, version)\n"
     )
-    done = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=600
-    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
     rows = [line.split() for line in done.stdout.splitlines()]
     assert [int(arch) for arch, _, _ in rows] == list(tp.AOT_ARCHS)

@@ -15,14 +15,20 @@ import click
 from rich.markup import escape
 from rich.table import Table
 
+from hgdeploy.artifacts import prepare_output_dir
 from hgdeploy.cli_options import checkpoint_option, console, seed_option
 from hgdeploy.errors import HgDeployError
 from hgdeploy.runners import BACKENDS
 from hgdeploy.zoo import ZOO
 
 DEFAULT_OUTPUT = Path("benchmarks") / "results"
-_STATUS_STYLE = {"ok": "green", "parity_failed": "bold red", "failed": "red", "skipped": "yellow",
-                 "pending": "white"}
+_STATUS_STYLE = {
+    "ok": "green",
+    "parity_failed": "bold red",
+    "failed": "red",
+    "skipped": "yellow",
+    "pending": "white",
+}
 
 
 class BatchType(click.ParamType):
@@ -45,37 +51,90 @@ class BatchType(click.ParamType):
 
 
 @click.command("bench")
-@click.option("--model", "models", multiple=True, type=click.Choice(list(ZOO)),
-              help="Zoo model; repeatable. Default: every model.")
-@click.option("--backend", "backends", multiple=True, type=click.Choice(list(BACKENDS)),
-              help="Backend; repeatable. Default: all (unavailable ones are reported skipped).")
-@click.option("--batch", "batches", multiple=True, type=BatchType(),
-              help="Batch size, or 'documented' for every documented size of each model; "
-                   "repeatable. Default: 1 and the model's first documented batch.")
-@click.option("--precision", "precisions", multiple=True,
-              type=click.Choice(["fp32", "fp16", "int8"]),
-              help="Precision; repeatable. Default fp32. Eager torch and ONNX Runtime run fp32 "
-                   "only; other precisions are skipped for them with the reason.")
-@click.option("--warmup", type=click.IntRange(min=0), default=3, show_default=True,
-              help="Untimed warm-up iterations per cell.")
-@click.option("--iterations", type=click.IntRange(min=1), default=None,
-              help="Timed iterations per cell [default: 10].")
-@click.option("--seconds", type=click.FloatRange(min=0, min_open=True), default=None,
-              help="Time each cell for this long instead of a fixed iteration count.")
-@click.option("--threads", type=click.IntRange(min=1), default=None,
-              help="CPU threads for torch and ONNX Runtime [default: every available core].")
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto",
-              show_default=True, help="Where torch and ONNX Runtime run (auto: cuda if present).")
-@click.option("--engine", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="TensorRT engine (one --model); default artifacts/NAME/NAME_<precision>.engine.")
-@click.option("--output", type=click.Path(file_okay=False, path_type=Path),
-              default=DEFAULT_OUTPUT, show_default=True,
-              help="Directory for results.json/.md/.png (corner_pool.json/.md with --op).")
+@click.option(
+    "--model",
+    "models",
+    multiple=True,
+    type=click.Choice(list(ZOO)),
+    help="Zoo model; repeatable. Default: every model.",
+)
+@click.option(
+    "--backend",
+    "backends",
+    multiple=True,
+    type=click.Choice(list(BACKENDS)),
+    help="Backend; repeatable. Default: all (unavailable ones are reported skipped).",
+)
+@click.option(
+    "--batch",
+    "batches",
+    multiple=True,
+    type=BatchType(),
+    help="Batch size, or 'documented' for every documented size of each model; "
+    "repeatable. Default: 1 and the model's first documented batch.",
+)
+@click.option(
+    "--precision",
+    "precisions",
+    multiple=True,
+    type=click.Choice(["fp32", "fp16", "int8"]),
+    help="Precision; repeatable. Default fp32. Eager torch and ONNX Runtime run fp32 "
+    "only; other precisions are skipped for them with the reason.",
+)
+@click.option(
+    "--warmup",
+    type=click.IntRange(min=0),
+    default=3,
+    show_default=True,
+    help="Untimed warm-up iterations per cell.",
+)
+@click.option(
+    "--iterations",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Timed iterations per cell [default: 10].",
+)
+@click.option(
+    "--seconds",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="Time each cell for this long instead of a fixed iteration count.",
+)
+@click.option(
+    "--threads",
+    type=click.IntRange(min=1),
+    default=None,
+    help="CPU threads for torch and ONNX Runtime [default: every available core].",
+)
+@click.option(
+    "--device",
+    type=click.Choice(["auto", "cpu", "cuda"]),
+    default="auto",
+    show_default=True,
+    help="Where torch and ONNX Runtime run (auto: cuda if present).",
+)
+@click.option(
+    "--engine",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="TensorRT engine (one --model); default artifacts/NAME/NAME_<precision>.engine.",
+)
+@click.option(
+    "--output",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=DEFAULT_OUTPUT,
+    show_default=True,
+    help="Directory for results.json/.md/.png (corner_pool.json/.md with --op).",
+)
 @checkpoint_option
 @seed_option
-@click.option("--op", type=click.Choice(["corner-pool"]), default=None,
-              help="Run an operator micro-benchmark instead of the model matrix (--model then "
-                   "picks the pooled shapes of those models; default every shape).")
+@click.option(
+    "--op",
+    type=click.Choice(["corner-pool"]),
+    default=None,
+    help="Run an operator micro-benchmark instead of the model matrix (--model then "
+    "picks the pooled shapes of those models; default every shape).",
+)
 def bench_command(
     models: tuple[str, ...],
     backends: tuple[str, ...],
@@ -104,8 +163,14 @@ def bench_command(
     if op == "corner-pool":
         _corner_pool(plan, models, threads, device, batches, output)
         return
-    from hgdeploy.bench.matrix import RUNNER_FACTORIES, BenchConfig, RichProgress, run_matrix
-    from hgdeploy.bench.report import headline_ratios, matplotlib_missing, write_results
+    from hgdeploy.bench.matrix import (
+        RUNNER_FACTORIES,
+        BenchConfig,
+        RichProgress,
+        resolve_device,
+        run_matrix,
+    )
+    from hgdeploy.bench.report import headline_ratios, write_results
 
     config = BenchConfig(
         models=models or tuple(ZOO),
@@ -120,18 +185,18 @@ def bench_command(
         seed=seed,
     )
     config.validate(RUNNER_FACTORIES)  # option errors before the progress bar appears
+    resolve_device(device)
+    prepare_output_dir(output / "results.json")  # an unwritable --output fails now, not later
     with RichProgress() as progress:
         run = run_matrix(
-            config, progress=progress,
+            config,
+            progress=progress,
             after_cell=lambda partial: write_results(partial, output, plot=False),
         )
     console.print(_results_table(run.cells))
     for line in headline_ratios(run.cells):
         console.print(f"  {escape(line)}")
     written = write_results(run, output)
-    missing = matplotlib_missing()
-    if missing:
-        console.print(f"[yellow]{escape(missing)}[/]")
     bad = [c for c in run.cells if c.status in ("failed", "parity_failed")]
     if bad:
         console.print(f"[red]{len(bad)} cell(s) failed or failed parity; see the table[/]")
@@ -142,17 +207,42 @@ def _results_table(cells: list[Any]) -> Table:
     from hgdeploy.bench.report import format_speedup
 
     table = Table(title="hgdeploy bench (latency per batch; speedup vs eager torch fp32)")
-    for column in ("model", "backend", "prec", "batch", "status", "median ms", "p90 ms",
-                   "p99 ms", "img/s", "vs eager", "parity", "ΔRSS MiB", "note"):
+    for column in (
+        "model",
+        "backend",
+        "prec",
+        "batch",
+        "status",
+        "median ms",
+        "p90 ms",
+        "p99 ms",
+        "img/s",
+        "vs eager",
+        "parity",
+        "ΔRSS MiB",
+        "note",
+    ):
         table.add_column(column, overflow="fold")
     for cell in cells:
         lat = cell.latency
-        parity = "ref" if cell.backend == "torch" else (
-            "-" if cell.parity is None else "unchecked" if not cell.parity.checked
-            else "pass" if cell.parity.passed else "[bold red]FAILED[/]"
+        parity = (
+            "ref"
+            if cell.backend == "torch"
+            else (
+                "-"
+                if cell.parity is None
+                else "unchecked"
+                if not cell.parity.checked
+                else "pass"
+                if cell.parity.passed
+                else "[bold red]FAILED[/]"
+            )
         )
         table.add_row(
-            cell.model, cell.backend, cell.precision, str(cell.batch),
+            cell.model,
+            cell.backend,
+            cell.precision,
+            str(cell.batch),
             f"[{_STATUS_STYLE.get(cell.status, 'white')}]{cell.status}[/]",
             f"{lat.median_ms:.2f}" if lat else "-",
             f"{lat.p90_ms:.2f}" if lat else "-",
@@ -160,8 +250,9 @@ def _results_table(cells: list[Any]) -> Table:
             f"{cell.throughput_ips:.1f}" if cell.throughput_ips else "-",
             format_speedup(cell.speedup_vs_torch) if cell.speedup_vs_torch else "-",
             parity,
-            f"{cell.memory.rss_delta_mib:.0f}" if cell.memory and cell.memory.rss_delta_mib
-            is not None else "-",
+            f"{cell.memory.rss_delta_mib:.0f}"
+            if cell.memory and cell.memory.rss_delta_mib is not None
+            else "-",
             escape(cell.reason or ""),
         )
     return table
@@ -184,17 +275,33 @@ def _corner_pool(
         raise HgDeployError("--op corner-pool takes at most one numeric --batch (the tensor's N)")
     with console.status("corner-pool micro-benchmark") as status:
         report = run_corner_pool_bench(
-            plan, threads=threads, device=resolve_device(device),
-            batch=int(batches[0]) if batches else 1, shapes=shapes_for(models),
+            plan,
+            threads=threads,
+            device=resolve_device(device),
+            batch=int(batches[0]) if batches else 1,
+            shapes=shapes_for(models),
             on_step=lambda text: status.update(f"corner pool: {text}"),
         )
     table = Table(title=f"corner-pool micro-benchmark ({report.timing})")
-    for column in ("shape", "direction", "implementation", "device", "status", "median ms",
-                   "GB/s", "% of floor", "exact", "note"):
+    for column in (
+        "shape",
+        "direction",
+        "implementation",
+        "device",
+        "status",
+        "median ms",
+        "GB/s",
+        "% of floor",
+        "exact",
+        "note",
+    ):
         table.add_column(column, overflow="fold")
     for row in report.rows:
         table.add_row(
-            "x".join(map(str, row.shape)), row.direction, row.implementation, row.device,
+            "x".join(map(str, row.shape)),
+            row.direction,
+            row.implementation,
+            row.device,
             f"[{_STATUS_STYLE.get(row.status, 'white')}]{row.status}[/]",
             f"{row.latency.median_ms:.3f}" if row.latency else "-",
             f"{row.achieved_gbps:.1f}" if row.achieved_gbps else "-",

@@ -52,8 +52,12 @@ from hgdeploy.bench.timing import (
 from hgdeploy.errors import HgDeployError
 from hgdeploy.models.corner_pool import DIRECTIONS, PoolDirection, corner_pool_reference
 
-IMPLEMENTATIONS: tuple[str, ...] = ("torch-cummax", "torch-doubling", "onnxruntime-lowered",
-                                    "triton")
+IMPLEMENTATIONS: tuple[str, ...] = (
+    "torch-cummax",
+    "torch-doubling",
+    "onnxruntime-lowered",
+    "triton",
+)
 BANDWIDTH_ARRAY_MIB = 256
 _SEED = 0
 
@@ -68,8 +72,11 @@ class PoolShape:
 SHAPES: tuple[PoolShape, ...] = (
     PoolShape((1, 256, 128, 128), "generic: 256 channels, 128x128"),
     PoolShape((1, 128, 128, 128), "CornerNet p1_conv1 output (128 ch, 128x128)", ("cornernet",)),
-    PoolShape((1, 128, 64, 64), "CornerNet-Squeeze/Saccade p1_conv1 output (128 ch, 64x64)",
-              ("squeeze", "saccade")),
+    PoolShape(
+        (1, 128, 64, 64),
+        "CornerNet-Squeeze/Saccade p1_conv1 output (128 ch, 64x64)",
+        ("squeeze", "saccade"),
+    ),
 )
 
 
@@ -155,12 +162,18 @@ def corner_pool_doubling(x: torch.Tensor, direction: PoolDirection) -> torch.Ten
     while step < length:
         keep = length - step
         if direction.reverse:  # y[i] = max(y[i], y[i + step]); the last `step` stay
-            torch.maximum(src.narrow(axis, 0, keep), src.narrow(axis, step, keep),
-                          out=dst.narrow(axis, 0, keep))
+            torch.maximum(
+                src.narrow(axis, 0, keep),
+                src.narrow(axis, step, keep),
+                out=dst.narrow(axis, 0, keep),
+            )
             dst.narrow(axis, keep, step).copy_(src.narrow(axis, keep, step))
         else:  # y[i] = max(y[i], y[i - step]); the first `step` stay
-            torch.maximum(src.narrow(axis, step, keep), src.narrow(axis, 0, keep),
-                          out=dst.narrow(axis, step, keep))
+            torch.maximum(
+                src.narrow(axis, step, keep),
+                src.narrow(axis, 0, keep),
+                out=dst.narrow(axis, step, keep),
+            )
             dst.narrow(axis, 0, step).copy_(src.narrow(axis, 0, step))
         src, dst = dst, src
         step *= 2
@@ -183,14 +196,16 @@ def lowered_session(direction_name: str, shape: tuple[int, ...], threads: int) -
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, dims)],
     )
     model = helper.make_model(
-        graph, opset_imports=[helper.make_opsetid("", 20), corner_pool_opset_import()],
+        graph,
+        opset_imports=[helper.make_opsetid("", 20), corner_pool_opset_import()],
         ir_version=10,
     )
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     return ort.InferenceSession(
-        lower_corner_pools(model).SerializeToString(), sess_options=options,
+        lower_corner_pools(model).SerializeToString(),
+        sess_options=options,
         providers=["CPUExecutionProvider"],
     )
 
@@ -214,8 +229,11 @@ def measure_cpu_bandwidth(mib: int = BANDWIDTH_ARRAY_MIB, repeats: int = 5) -> B
     np.copyto(dst, src)  # fault the pages in
     best = min(_timed(lambda: np.copyto(dst, src)) for _ in range(repeats))
     gbps = 2 * src.nbytes / best / 1e9
-    return Bandwidth("cpu", gbps, f"numpy copy of a {mib} MiB float32 array, best of {repeats}, "
-                                  "read + write, single thread")
+    return Bandwidth(
+        "cpu",
+        gbps,
+        f"numpy copy of a {mib} MiB float32 array, best of {repeats}, read + write, single thread",
+    )
 
 
 def measure_cuda_bandwidth(mib: int = BANDWIDTH_ARRAY_MIB, repeats: int = 10) -> Bandwidth:
@@ -226,8 +244,12 @@ def measure_cuda_bandwidth(mib: int = BANDWIDTH_ARRAY_MIB, repeats: int = 10) ->
     clock = CudaEventClock()
     best_ms = min(clock.time_ms(lambda: dst.copy_(src)) for _ in range(repeats))
     gbps = 2 * src.numel() * 4 / (best_ms / 1e3) / 1e9
-    return Bandwidth("cuda", gbps, f"torch device copy of a {mib} MiB float32 tensor, best of "
-                                   f"{repeats}, read + write, CUDA events")
+    return Bandwidth(
+        "cuda",
+        gbps,
+        f"torch device copy of a {mib} MiB float32 tensor, best of "
+        f"{repeats}, read + write, CUDA events",
+    )
 
 
 def _timed(fn: Callable[[], object]) -> float:
@@ -275,8 +297,14 @@ def run_corner_pool_bench(
                 expected = corner_pool_reference(x, DIRECTIONS[name])
                 for impl in implementations:
                     step(f"{'x'.join(map(str, shape))} {name} {impl}")
-                    row = PoolRow(shape, pool_shape.source, name, impl,
-                                  _row_device(impl, device), bytes_moved=2 * x.numel() * 4)
+                    row = PoolRow(
+                        shape,
+                        pool_shape.source,
+                        name,
+                        impl,
+                        _row_device(impl, device),
+                        bytes_moved=2 * x.numel() * 4,
+                    )
                     _run_row(row, x, expected, plan, threads, bandwidth, device)
                     report.rows.append(row)
             release_free_memory()

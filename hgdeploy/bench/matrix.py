@@ -123,8 +123,12 @@ RunnerFactory = Callable[[ModelSpec, int, str, Artifacts], BaseRunner]
 
 def torch_factory(spec: ModelSpec, batch: int, precision: str, artifacts: Artifacts) -> BaseRunner:
     return TorchRunner(
-        artifacts.model, INPUT_NAME, spec.input_shape(batch), spec.output_names,
-        device=artifacts.device, name="torch",
+        artifacts.model,
+        INPUT_NAME,
+        spec.input_shape(batch),
+        spec.output_names,
+        device=artifacts.device,
+        name="torch",
     )
 
 
@@ -135,39 +139,55 @@ def onnxruntime_factory(
 
     from hgdeploy.runners.onnxrt_runner import onnxruntime_runner
 
-    providers = ["CPUExecutionProvider"]
+    providers: list[Any] = ["CPUExecutionProvider"]
     if artifacts.device == "cuda":
         if "CUDAExecutionProvider" not in ort.get_available_providers():
             raise SkipCell(
                 "this onnxruntime build has no CUDAExecutionProvider (pip install "
                 "onnxruntime-gpu), so it would silently run on the CPU"
             )
-        providers.insert(0, "CUDAExecutionProvider")
+        # fp32 means IEEE fp32: the CUDA provider would otherwise run convolutions in TF32.
+        providers.insert(0, ("CUDAExecutionProvider", {"use_tf32": "0"}))
     return onnxruntime_runner(
         artifacts.onnx(), providers=providers, threads=artifacts.threads, name="onnxruntime"
     )
 
 
 def default_engine_path(name: str, precision: str) -> Path:
-    """Where `build-engine` puts an engine by default: artifacts/NAME/NAME_<precision>.engine."""
-    return Path("artifacts") / name / f"{name}_{precision}.engine"
+    """Where `hgdeploy build-engine` puts an engine built from the default export:
+    artifacts/NAME/NAME_<precision>.engine."""
+    from hgdeploy.engine.job import default_engine_path as engine_beside
+
+    return engine_beside(default_output(name, ONNX_OPTIONS), precision)
 
 
 def tensorrt_factory(
     spec: ModelSpec, batch: int, precision: str, artifacts: Artifacts
 ) -> BaseRunner:
+    """The engine at --engine or the default path, if it was built at this precision for a
+    profile holding this batch (otherwise the cell is skipped, saying how to build one)."""
+    from hgdeploy.engine.profile import BatchProfile
+    from hgdeploy.runners.tensorrt_runner import engine_record, tensorrt_runner
+
     if artifacts.device != "cuda":
         raise SkipCell("TensorRT runs on a CUDA GPU only (--device cpu was asked for)")
     path = artifacts.engine or default_engine_path(spec.name, precision)
+    build = f"hgdeploy build-engine --model {spec.name} --{precision}"
     if not path.is_file():
         where = "--engine" if artifacts.engine else "the default path"
+        raise SkipCell(f"no engine: run {build} (nothing at {where} {path})")
+    record = engine_record(path)
+    built = record.get("precision", precision)
+    if built != precision:
+        raise SkipCell(f"{path} is a {built} engine, not {precision}")
+    profile = BatchProfile(**record["profile"])
+    if not profile.contains(batch):
+        bound = "--max-batch" if batch > profile.max else "--min-batch"
         raise SkipCell(
-            f"no engine: run hgdeploy build-engine --model {spec.name} --precision {precision} "
-            f"(nothing at {where} {path})"
+            f"batch {batch} is outside {path}'s profile ({profile.min}..{profile.max}): "
+            f"run {build} {bound} {batch}"
         )
-    from hgdeploy.runners.tensorrt_runner import tensorrt_runner  # type: ignore[import-not-found]
-
-    return tensorrt_runner(path)
+    return tensorrt_runner(path, model=spec.name, batch=batch)
 
 
 RUNNER_FACTORIES: dict[str, RunnerFactory] = {
@@ -205,9 +225,14 @@ def ensure_onnx(
             "sha256"
         ) == sha256_file(path):
             return path
+    step = on_step or (lambda _: None)
     export_to_file(
-        name, checkpoint=checkpoint, output=path, options=ONNX_OPTIONS, seed=seed,
-        on_step=lambda text: (on_step or (lambda _: None))(f"{name}: export: {text}"),
+        name,
+        checkpoint=checkpoint,
+        output=path,
+        options=ONNX_OPTIONS,
+        seed=seed,
+        on_step=lambda text: step(f"{name}: export: {text}"),
     )
     return path
 
@@ -307,6 +332,7 @@ class CellResult:
     speedup_vs_torch: float | None = None
     parity: ParityOutcome | None = None
     memory: MemoryUsage | None = None
+    weights_mib: float | None = None  # the eager model's parameters + buffers, for context
     artifact: str | None = None
     seconds: float = 0.0
 
@@ -341,6 +367,7 @@ class CellResult:
             "speedup_vs_torch": self.speedup_vs_torch,
             "parity": None if self.parity is None else self.parity.to_json(),
             "memory": None if self.memory is None else self.memory.to_json(),
+            "weights_mib": self.weights_mib,
             "artifact": self.artifact,
             "seconds": round(self.seconds, 2),
         }
@@ -476,7 +503,11 @@ def host_info(device: str, threads: int) -> dict[str, Any]:
         "gpu": torch.cuda.get_device_name() if device == "cuda" else None,
     }
     if device == "cuda":
-        info["torch_cudnn_conv_fp32_precision"] = _conv_precision()
+        info["fp32_math"] = (
+            "IEEE fp32 in fp32 cells: TF32 off for torch (cudnn/matmul "
+            "fp32_precision 'ieee') and ONNX Runtime (use_tf32=0)"
+        )
+        info["torch_default_conv_fp32_precision"] = _conv_precision()
     return info
 
 
@@ -602,8 +633,15 @@ def _run_model(
         for cell in pending:
             _finish(cell, "failed", f"loading the eager model: {one_line(exc)}", progress)
         return
+    weights = sum(t.numel() * t.element_size() for t in (*model.parameters(), *model.buffers()))
+    for cell in pending:
+        cell.weights_mib = round(weights / 2**20, 1)
     artifacts = Artifacts(
-        spec, model, device, threads, config.engine,
+        spec,
+        model,
+        device,
+        threads,
+        config.engine,
         _OnnxSource(spec.name, config.checkpoint, config.seed, progress.phase),
     )
     for batch in sorted({c.batch for c in pending}):
@@ -615,12 +653,24 @@ def _run_model(
                 _finish(cell, "failed", f"preparing the inputs: {one_line(exc)}", progress)
             continue
         reference = TorchRunner(
-            model, INPUT_NAME, spec.input_shape(batch), spec.output_names, device=device,
+            model,
+            INPUT_NAME,
+            spec.input_shape(batch),
+            spec.output_names,
+            device=device,
             name="eager-reference",
         )
         for cell in batch_cells:
-            _run_cell(cell, spec, artifacts, factories[cell.backend], reference, feeds,
-                      config.plan, progress)
+            _run_cell(
+                cell,
+                spec,
+                artifacts,
+                factories[cell.backend],
+                reference,
+                feeds,
+                config.plan,
+                progress,
+            )
         del feeds
         release_free_memory()
 
@@ -678,13 +728,27 @@ def _measure(
     meter = PeakRss()
     reset_device_peak(cell.device)
     progress.phase(f"{cell.label()}: activating")
+    fp32_math = _strict_fp32(cell.device) if cell.precision == "fp32" else contextlib.nullcontext()
+    with fp32_math:
+        _activate_check_time(cell, spec, runner, reference, feeds, plan, progress, meter)
+
+
+def _activate_check_time(
+    cell: CellResult,
+    spec: ModelSpec,
+    runner: BaseRunner,
+    reference: TorchRunner,
+    feeds: list[Feed],
+    plan: TimingPlan,
+    progress: ProgressSink,
+    meter: PeakRss,
+) -> None:
     runner.activate()
     try:
         cell.providers = _providers(runner)
         if cell.backend != "torch":
             progress.phase(f"{cell.label()}: parity on {len(feeds)} feeds")
-            cell.parity = check_parity(spec, reference, runner, feeds, cell.precision,
-                                       cell.device)
+            cell.parity = check_parity(spec, reference, runner, feeds, cell.precision, cell.device)
         release_free_memory()
         feed = feeds[0].arrays
         clock = clock_for(cell.device, cell.backend in CUDA_EVENT_BACKENDS)
@@ -713,16 +777,19 @@ def check_parity(
     tolerances = spec.tolerances.get(precision)
     labels = [f.label for f in feeds]
     if tolerances is None:
-        return ParityOutcome(False, None, labels,
-                             note=f"not checked: the zoo has no {precision} tolerances")
+        return ParityOutcome(
+            False, None, labels, note=f"not checked: the zoo has no {precision} tolerances"
+        )
     with _strict_fp32(device):
         rows = compare_runners(spec, reference, _Borrowed(candidate), feeds, tolerances)
     failing = [r for r in rows if not r.passed]
     note = None
     if failing:
         worst = max(failing, key=lambda r: r.max_abs / r.atol if r.atol else float("inf"))
-        note = (f"{len(failing)}/{len(rows)} outputs differ; worst {worst.name}: max abs err "
-                f"{worst.max_abs:.3g} > atol {worst.atol:.3g} (rtol {worst.rtol:g})")
+        note = (
+            f"{len(failing)}/{len(rows)} outputs differ; worst {worst.name}: max abs err "
+            f"{worst.max_abs:.3g} > atol {worst.atol:.3g} (rtol {worst.rtol:g})"
+        )
     return ParityOutcome(True, not failing, labels, [asdict(r) for r in rows], note)
 
 
@@ -751,8 +818,9 @@ class _Borrowed(BaseRunner):
 
 @contextlib.contextmanager
 def _strict_fp32(device: str) -> Iterator[None]:
-    """IEEE fp32 convolutions and matmuls for the eager reference on a GPU (no TF32), so the
-    reference is the exact fp32 model that the zoo's tolerances were set against."""
+    """IEEE fp32 convolutions and matmuls in torch on a GPU (no TF32): fp32 cells are true fp32
+    (the torch baseline included), and the parity reference is the exact fp32 model that the
+    zoo's tolerances were set against. A no-op on the CPU."""
     if not device.startswith("cuda"):
         yield
         return

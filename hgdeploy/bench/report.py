@@ -8,10 +8,8 @@ strings so the JSON stays strict.
 
 from __future__ import annotations
 
-import datetime as _dt
 import json
 import math
-from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -30,8 +28,8 @@ MEMORY_NOTE = (
     "RSS just before the cell's runner was activated (`rss_delta_mib`), from the kernel's "
     "resettable peak counter (VmHWM, reset per cell) or, where that is unavailable, VmRSS "
     "sampled every 2 ms. A backend's own copy of the weights (ONNX Runtime session, TensorRT "
-    "engine) counts in its delta; the eager model's weights, loaded once per model and shared "
-    "with the parity reference, are in torch's baseline."
+    "engine) counts in its delta; the eager model's weights (`weights_mib`), loaded once per "
+    "model and shared with the parity reference, are in torch's baseline."
 )
 
 
@@ -39,21 +37,23 @@ MEMORY_NOTE = (
 
 
 def results_json(run: BenchRun) -> dict[str, Any]:
-    return _strict({
-        "schema": SCHEMA,
-        "kind": "models",
-        "created": run.started,
-        "complete": all(cell.status != "pending" for cell in run.cells),
-        "seconds": round(run.seconds, 1),
-        "host": run.host,
-        "settings": run.config.to_json(),
-        "versions": run.versions,
-        "memory_method": MEMORY_NOTE,
-        "parity_policy": "flag: a cell that fails parity is timed but untrusted "
-                         "(status parity_failed) and left out of the headline ratios",
-        "headline": headline_ratios(run.cells),
-        "cells": [{**cell.to_json(), "versions": run.versions} for cell in run.cells],
-    })
+    return _strict(
+        {
+            "schema": SCHEMA,
+            "kind": "models",
+            "created": run.started,
+            "complete": all(cell.status != "pending" for cell in run.cells),
+            "seconds": round(run.seconds, 1),
+            "host": run.host,
+            "settings": run.config.to_json(),
+            "versions": run.versions,
+            "memory_method": MEMORY_NOTE,
+            "parity_policy": "flag: a cell that fails parity is timed but untrusted "
+            "(status parity_failed) and left out of the headline ratios",
+            "headline": headline_ratios(run.cells),
+            "cells": [{**cell.to_json(), "versions": run.versions} for cell in run.cells],
+        }
+    )
 
 
 def _strict(value: Any) -> Any:
@@ -100,8 +100,22 @@ def headline_ratios(cells: list[CellResult]) -> list[str]:
 
 # --- Markdown -----------------------------------------------------------------------------------
 
-_MD_COLUMNS = ("backend", "precision", "batch", "status", "median ms", "p90 ms", "p99 ms",
-               "min ms", "images/s", "vs eager", "parity", "peak RSS MiB", "Δ RSS MiB", "note")
+_MD_COLUMNS = (
+    "backend",
+    "precision",
+    "batch",
+    "status",
+    "median ms",
+    "p90 ms",
+    "p99 ms",
+    "min ms",
+    "images/s",
+    "vs eager",
+    "parity",
+    "peak RSS MiB",
+    "Δ RSS MiB",
+    "note",
+)
 
 
 def _num(value: float | None, digits: int = 1) -> str:
@@ -172,6 +186,7 @@ def results_markdown(run: BenchRun) -> str:
         "",
         f"Versions: {versions}.",
         "",
+        *([f"GPU fp32 math: {host['fp32_math']}.", ""] if host.get("fp32_math") else []),
         MEMORY_NOTE,
         "",
         "Every non-torch cell is first compared with the eager model on the parity feeds (two "
@@ -196,8 +211,10 @@ def results_markdown(run: BenchRun) -> str:
 
 
 def plot_results(run: BenchRun, path: Path) -> None:
-    """One row per model: median latency (log scale, whiskers min..p90) and throughput, bars
-    grouped by batch, one colour per backend/precision; untrusted bars hatched."""
+    """One row per model: median latency (whiskers min..p90) and throughput, bars grouped by
+    batch, one colour per backend/precision, each bar labelled with its value (small batches
+    stay readable beside big ones); untrusted bars hatched; cells not timed listed under the
+    latency plot."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
     from matplotlib.patches import Patch
@@ -213,40 +230,67 @@ def plot_results(run: BenchRun, path: Path) -> None:
         batches = sorted({c.batch for c in cells})
         _bars(axes[row][0], cells, batches, series, colours, latency=True)
         _bars(axes[row][1], cells, batches, series, colours, latency=False)
-        axes[row][0].set_title(f"{model}: median latency per batch (ms, log scale; lower is "
-                               "better)", fontsize=10)
+        axes[row][0].set_title(
+            f"{model}: median latency per batch (ms; whiskers min..p90; lower is better)",
+            fontsize=10,
+        )
         axes[row][1].set_title(f"{model}: throughput (images/s; higher is better)", fontsize=10)
         missing = [c for c in cells if not c.timed]
         if missing:
             text = "\n".join(
-                _shorten(f"not timed: batch {c.batch} {c.backend} {c.precision}: {c.status}"
-                         + (f" ({c.reason})" if c.reason else ""), 110)
+                _shorten(
+                    f"not timed: batch {c.batch} {c.backend} {c.precision}: {c.status}"
+                    + (f" ({c.reason})" if c.reason else ""),
+                    110,
+                )
                 for c in missing[:3]
             ) + (f"\n... and {len(missing) - 3} more" if len(missing) > 3 else "")
-            axes[row][0].annotate(text, (0.01, 0.97), xycoords="axes fraction", fontsize=7,
-                                  color="0.3", va="top")
+            axes[row][0].set_xlabel(text, fontsize=7, color="0.3", loc="left")
     if not series:
-        axes[0][0].text(0.5, 0.5, "no timed cells", ha="center", va="center",
-                        transform=axes[0][0].transAxes)
+        axes[0][0].text(
+            0.5, 0.5, "no timed cells", ha="center", va="center", transform=axes[0][0].transAxes
+        )
     handles = [Patch(facecolor=colours[s], label=s) for s in series]
     if any(c.timed and not c.trusted for c in run.cells):
-        handles.append(Patch(facecolor="white", edgecolor="black", hatch="//",
-                             label="untrusted (parity failed or unchecked)"))
+        handles.append(
+            Patch(
+                facecolor="white",
+                edgecolor="black",
+                hatch="//",
+                label="untrusted (parity failed or unchecked)",
+            )
+        )
     if handles:
         fig.legend(handles=handles, loc="outside lower center", ncols=min(len(handles), 5))
-    fig.suptitle(f"hgdeploy benchmark, {run.host['cpu']}, {run.host['threads']} threads"
-                 + (f", {run.host['gpu']}" if run.host.get("gpu") else ""), fontsize=11)
+    threads = run.host["threads"]
+    fig.suptitle(
+        f"hgdeploy benchmark, {run.host['cpu']}, {threads} thread{'s' * (threads != 1)}"
+        + (f", {run.host['gpu']}" if run.host.get("gpu") else ""),
+        fontsize=11,
+    )
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=110)
 
 
-def _bars(ax: Any, cells: list[CellResult], batches: list[int], series: list[str],
-          colours: dict[str, str], latency: bool) -> None:
+def _bars(
+    ax: Any,
+    cells: list[CellResult],
+    batches: list[int],
+    series: list[str],
+    colours: dict[str, str],
+    latency: bool,
+) -> None:
     width = 0.8 / max(1, len(series))
     for i, name in enumerate(series):
         for j, batch in enumerate(batches):
-            cell = next((c for c in cells if c.batch == batch and c.timed
-                         and f"{c.backend} {c.precision}" == name), None)
+            cell = next(
+                (
+                    c
+                    for c in cells
+                    if c.batch == batch and c.timed and f"{c.backend} {c.precision}" == name
+                ),
+                None,
+            )
             if cell is None or cell.latency is None:
                 continue
             x = j - 0.4 + width * (i + 0.5)
@@ -255,25 +299,25 @@ def _bars(ax: Any, cells: list[CellResult], batches: list[int], series: list[str
                 err = [[value - cell.latency.min_ms], [cell.latency.p90_ms - value]]
             else:
                 value, err = cell.throughput_ips or 0.0, None
-            bar = ax.bar(x, value, width, color=colours[name], yerr=err, capsize=2,
-                         hatch=None if cell.trusted else "//", edgecolor="black", linewidth=0.4)
+            bar = ax.bar(
+                x,
+                value,
+                width,
+                color=colours[name],
+                yerr=err,
+                capsize=2,
+                hatch=None if cell.trusted else "//",
+                edgecolor="black",
+                linewidth=0.4,
+            )
             label = _short_number(value)
             if not latency and cell.speedup_vs_torch is not None and cell.backend != "torch":
                 label += f"\n{format_speedup(cell.speedup_vs_torch)}"
             ax.bar_label(bar, labels=[label], fontsize=7, padding=1)
     ax.set_xticks(range(len(batches)), [f"batch {b}" for b in batches])
     ax.set_xlim(-0.6, len(batches) - 0.4)
-    if latency:
-        from matplotlib.ticker import FuncFormatter, NullFormatter
-
-        ax.set_yscale("log")
-        ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: _short_number(v)))
-        ax.yaxis.set_minor_formatter(NullFormatter())
-        ax.set_ylabel("ms")
-        ax.margins(y=0.15)
-    else:
-        ax.set_ylabel("images/s")
-        ax.margins(y=0.2)
+    ax.set_ylabel("ms" if latency else "images/s")
+    ax.margins(y=0.2)
     ax.grid(axis="y", alpha=0.3)
 
 
@@ -297,35 +341,37 @@ def write_json(path: Path, data: dict[str, Any]) -> Path:
 def write_results(run: BenchRun, output: str | Path, *, plot: bool = True) -> list[Path]:
     """results.json, results.md and results.png in `output`; returns the paths written.
 
-    `plot=False` skips the PNG (partial results saved while the run goes on). The PNG needs
-    matplotlib; without it the PNG is left out (the caller says so), the rest is written.
+    `plot=False` skips the PNG (partial results saved while the run goes on).
     """
     output = Path(output)
     written = [
         write_json(output / "results.json", results_json(run)),
         write_text_atomic(output / "results.md", results_markdown(run)),
     ]
-    if plot and matplotlib_missing() is None:
+    if plot:
         plot_results(run, output / "results.png")
         written.append(output / "results.png")
     return written
-
-
-def matplotlib_missing() -> str | None:
-    """None if plots can be drawn, else why not."""
-    import importlib.util
-
-    if importlib.util.find_spec("matplotlib") is None:
-        return "matplotlib is not installed (pip install matplotlib): results.png not written"
-    return None
 
 
 # --- the corner-pool micro-benchmark ------------------------------------------------------------
 
 
 def corner_pool_markdown(report: CornerPoolReport) -> str:
-    columns = ("shape", "direction", "implementation", "device", "status", "median ms",
-               "p90 ms", "GB/s", "% of floor", "floor ms", "exact", "note")
+    columns = (
+        "shape",
+        "direction",
+        "implementation",
+        "device",
+        "status",
+        "median ms",
+        "p90 ms",
+        "GB/s",
+        "% of floor",
+        "floor ms",
+        "exact",
+        "note",
+    )
     lines = [
         "# Corner-pool micro-benchmark",
         "",
@@ -339,9 +385,16 @@ def corner_pool_markdown(report: CornerPoolReport) -> str:
     for row in report.rows:
         latency = row.latency
         values = (
-            "x".join(map(str, row.shape)), row.direction, row.implementation, row.device,
-            row.status, _num(latency and latency.median_ms, 3), _num(latency and latency.p90_ms, 3),
-            _num(row.achieved_gbps, 1), _num(row.pct_of_floor, 0), _num(row.floor_ms, 3),
+            "x".join(map(str, row.shape)),
+            row.direction,
+            row.implementation,
+            row.device,
+            row.status,
+            _num(latency and latency.median_ms, 3),
+            _num(latency and latency.p90_ms, 3),
+            _num(row.achieved_gbps, 1),
+            _num(row.pct_of_floor, 0),
+            _num(row.floor_ms, 3),
             "-" if row.exact is None else ("yes" if row.exact else "**NO**"),
             _md_escape(row.reason or ""),
         )
@@ -357,11 +410,3 @@ def write_corner_pool(report: CornerPoolReport, output: str | Path) -> list[Path
         write_json(output / "corner_pool.json", data),
         write_text_atomic(output / "corner_pool.md", corner_pool_markdown(report)),
     ]
-
-
-def now_iso() -> str:
-    return _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
-
-
-def paths_text(paths: Iterable[Path]) -> str:
-    return ", ".join(str(p) for p in paths)

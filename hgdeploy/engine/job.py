@@ -57,8 +57,9 @@ def _fp32_onnx(request: EngineRequest, step: StepCallback) -> Path:
     if sidecar is not None and all(sidecar.get(k) == v for k, v in wanted.items()):
         step(f"reusing {path}")
         return path
-    export_to_file(request.model, checkpoint=request.checkpoint, output=path, options=options,
-                   on_step=step)
+    export_to_file(
+        request.model, checkpoint=request.checkpoint, output=path, options=options, on_step=step
+    )
     return path
 
 
@@ -88,7 +89,7 @@ def run_build_engine(request: EngineRequest, on_step: StepCallback | None = None
         calib_dir=request.calib_dir,
         calib_cache=request.calib_cache,
         calib_batches=request.calib_batches,
-        checkpoint_info=sidecar,
+        checkpoint_info=None,  # prepare reads the weights from the fp32 sidecar
     )
     if request.prepare_only:
         return EngineResult(prepared, None)
@@ -96,7 +97,11 @@ def run_build_engine(request: EngineRequest, on_step: StepCallback | None = None
     output = request.output or default_engine_path(fp32, request.precision)
     step(f"building the TensorRT engine {output} (this takes minutes)")
     engine = build_engine(
-        spec, prepared.path, output, request.precision, request.settings,
+        spec,
+        prepared.path,
+        output,
+        request.precision,
+        request.settings,
         sidecar_extra={"source_onnx": str(fp32)},
     )
     return EngineResult(prepared, engine)

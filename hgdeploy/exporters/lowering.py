@@ -24,9 +24,9 @@ from hgdeploy.errors import HgDeployError
 from hgdeploy.exporters.corner_pool_ops import (
     is_corner_pool_node,
     iter_model_nodes,
-    iter_nodes,
     register_corner_pool_schemas,
 )
+from hgdeploy.exporters.graph_names import UniqueNames
 from hgdeploy.models.corner_pool import DIRECTIONS, PoolDirection
 
 # Pad/Slice/Max take bfloat16 from opset 13 on (and Pad's constant_value is an input since 11).
@@ -57,7 +57,7 @@ def lower_corner_pools(model: onnx.ModelProto) -> onnx.ModelProto:
         return lowered
     _require_default_opset(lowered)
     types = _infer_types(model)
-    names = _Names(lowered.graph)
+    names = UniqueNames(lowered.graph)
     constants = _Constants(lowered.graph, names)
     nodes: list[onnx.NodeProto] = []
     for node in lowered.graph.node:
@@ -134,31 +134,10 @@ def _without_weights(model: onnx.ModelProto) -> onnx.ModelProto:
     return light
 
 
-class _Names:
-    """Fresh tensor/node names that collide with nothing already in the graph."""
-
-    def __init__(self, graph: onnx.GraphProto) -> None:
-        self._taken: set[str] = {info.name for info in (*graph.input, *graph.output)}
-        self._taken |= {info.name for info in graph.value_info}
-        self._taken |= {tensor.name for tensor in graph.initializer}
-        for node in iter_nodes(graph):
-            self._taken.update(node.output)
-            self._taken.update(node.input)
-            self._taken.add(node.name)
-
-    def fresh(self, base: str) -> str:
-        name, suffix = base, 0
-        while name in self._taken:
-            suffix += 1
-            name = f"{base}_{suffix}"
-        self._taken.add(name)
-        return name
-
-
 class _Constants:
     """Initializers shared by all the lowered pools (one per distinct value)."""
 
-    def __init__(self, graph: onnx.GraphProto, names: _Names) -> None:
+    def __init__(self, graph: onnx.GraphProto, names: UniqueNames) -> None:
         self._graph = graph
         self._names = names
         self._cache: dict[tuple[object, ...], str] = {}
@@ -221,7 +200,11 @@ class _PoolLowering:
     """Turns one pool node into its Slice/Pad/Max chain, keeping input and output names."""
 
     def __init__(
-        self, node: onnx.NodeProto, tensor_type: _TensorType, names: _Names, constants: _Constants
+        self,
+        node: onnx.NodeProto,
+        tensor_type: _TensorType,
+        names: UniqueNames,
+        constants: _Constants,
     ) -> None:
         self._direction: PoolDirection = DIRECTIONS[node.op_type]
         self._length = tensor_type.dims[self._direction.axis] or 0

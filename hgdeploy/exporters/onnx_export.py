@@ -187,8 +187,11 @@ def _sidecar_fields(
         "options": asdict(options),
         "corner_pool": options.corner_pool,
         "corner_pool_nodes": counts,
-        "input": {"name": INPUT_NAME, "shape": [batch, *spec.input_shape(1)[1:]],
-                  "layout": spec.layout},
+        "input": {
+            "name": INPUT_NAME,
+            "shape": [batch, *spec.input_shape(1)[1:]],
+            "layout": spec.layout,
+        },
         "outputs": {o.name: [batch, *o.shape] for o in spec.outputs},
         "sha256": sha256_file(path),
         "export_seconds": round(seconds, 2),

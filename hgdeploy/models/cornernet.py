@@ -47,8 +47,12 @@ class CornerNetHeads(nn.Module):
         self.br_modules = nn.ModuleList(
             [CornerPoolModule(256, BottomPool, RightPool) for _ in range(stacks)]
         )
-        self.tl_heats = nn.ModuleList([_prediction_head(classes, head_kernel) for _ in range(stacks)])
-        self.br_heats = nn.ModuleList([_prediction_head(classes, head_kernel) for _ in range(stacks)])
+        self.tl_heats = nn.ModuleList(
+            [_prediction_head(classes, head_kernel) for _ in range(stacks)]
+        )
+        self.br_heats = nn.ModuleList(
+            [_prediction_head(classes, head_kernel) for _ in range(stacks)]
+        )
         for heat in (*self.tl_heats, *self.br_heats):
             nn.init.constant_(heat[-1].bias, HEAT_BIAS_INIT)
         self.tl_tags = nn.ModuleList([_prediction_head(1, head_kernel) for _ in range(stacks)])
@@ -113,7 +117,10 @@ class CornerNetSqueeze(CornerNetHeads):
             Residual(256, 256, stride=2),
         )
         hgs = nn.ModuleList(
-            [HourglassModule(4, [256, 256, 384, 384, 512], [2, 2, 2, 2, 4], layers) for _ in range(2)]
+            [
+                HourglassModule(4, [256, 256, 384, 384, 512], [2, 2, 2, 2, 4], layers)
+                for _ in range(2)
+            ]
         )
         super().__init__(StackedHourglass(pre, hgs), stacks=2, head_kernel=1)
 

@@ -105,7 +105,7 @@ class Merge(nn.Module):
 
 
 def stack_layers(block: type[nn.Module], **kwargs: int) -> LayerFactory:
-    """Factory for `modules` blocks, the first changing inp_dim -> out_dim (upstream `make_layer`)."""
+    """Factory for `modules` blocks; the first maps inp_dim -> out_dim (upstream `make_layer`)."""
 
     def make(inp_dim: int, out_dim: int, modules: int) -> nn.Module:
         layers = [block(inp_dim, out_dim, **kwargs)]

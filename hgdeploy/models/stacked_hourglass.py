@@ -92,9 +92,7 @@ class Hourglass(nn.Module):
         # Registration order (up1, low1, low2, low3) fixes the state_dict key order.
         self.up1 = Residual(width, width)
         self.low1 = Residual(width, inner)
-        self.low2: nn.Module = (
-            Hourglass(depth - 1, inner) if depth > 1 else Residual(inner, inner)
-        )
+        self.low2: nn.Module = Hourglass(depth - 1, inner) if depth > 1 else Residual(inner, inner)
         self.low3 = Residual(inner, width)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -140,9 +138,7 @@ class PoseNet(nn.Module):
             nn.Sequential(Hourglass(HOURGLASS_DEPTH, inp_dim, increase)) for _ in range(nstack)
         )
         self.features = nn.ModuleList(
-            nn.Sequential(
-                Residual(inp_dim, inp_dim), Conv(inp_dim, inp_dim, 1, bn=True, relu=True)
-            )
+            nn.Sequential(Residual(inp_dim, inp_dim), Conv(inp_dim, inp_dim, 1, bn=True, relu=True))
             for _ in range(nstack)
         )
         self.outs = nn.ModuleList(

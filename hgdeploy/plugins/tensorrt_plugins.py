@@ -230,7 +230,7 @@ def jit_launch(op_type: str, x: Any, out: Any, kernels: Any = None) -> None:
 
 
 def parser_implementation(aot_attribute: int | None, network_prefers: str | None = None) -> str:
-    """"aot" or "jit": what TensorRT's ONNX parser instantiates for one of these nodes.
+    """ "aot" or "jit": what TensorRT's ONNX parser instantiates for one of these nodes.
 
     Mirrors onnx-tensorrt's plugin import (``createPlugin`` for V3 "quick" creators): the node's
     INT ``aot`` attribute wins (STRICT_AOT/STRICT_JIT); else the network's

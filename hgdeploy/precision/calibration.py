@@ -37,7 +37,7 @@ from hgdeploy.errors import HgDeployError
 from hgdeploy.exporters.onnx_export import INPUT_NAME
 from hgdeploy.images import preprocess
 from hgdeploy.precision.int8 import activation_tensors
-from hgdeploy.runners.onnxrt_runner import runnable_model
+from hgdeploy.runners.onnxrt_runner import runnable_model, session_builder
 from hgdeploy.zoo import ModelSpec
 
 CACHE_FORMAT = "hgdeploy-calibration/1"
@@ -79,14 +79,8 @@ def calibrate(
     model = runnable_model(lowered_model)
     names = list(tensors) if tensors is not None else activation_tensors(model)
     augmented, outputs = _with_amax_outputs(model, names)
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    if threads:
-        options.intra_op_num_threads = threads
+    session = session_builder(augmented, ["CPUExecutionProvider"], threads)()
     try:
-        session = ort.InferenceSession(
-            augmented.SerializeToString(), options, providers=["CPUExecutionProvider"]
-        )
         amax = np.zeros(len(names), np.float32)
         for feed in feeds:
             values = session.run(outputs, dict(feed))

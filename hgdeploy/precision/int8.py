@@ -31,6 +31,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from hgdeploy.errors import HgDeployError
+from hgdeploy.exporters.graph_names import UniqueNames
 
 QUANTIZED_OPS = ("Conv", "ConvTranspose")
 # The output-channel axis of each op's weight: per-channel scales run along it.
@@ -135,11 +136,7 @@ class _Quantizer:
     def __init__(self, model: onnx.ModelProto) -> None:
         self._graph = model.graph
         self._initializers = {t.name: t for t in self._graph.initializer}
-        self._taken = {t.name for t in self._graph.initializer}
-        self._taken |= {v.name for v in (*self._graph.input, *self._graph.output)}
-        self._taken |= {v.name for v in self._graph.value_info}
-        for node in self._graph.node:
-            self._taken.update((*node.input, *node.output, node.name))
+        self._names = UniqueNames(self._graph)
         self._new_initializers: list[TensorProto] = []
 
     def run(self, amax: dict[str, float]) -> None:
@@ -233,9 +230,4 @@ class _Quantizer:
         return name
 
     def _fresh(self, base: str) -> str:
-        name, suffix = base, 0
-        while name in self._taken:
-            suffix += 1
-            name = f"{base}_{suffix}"
-        self._taken.add(name)
-        return name
+        return self._names.fresh(base)

@@ -52,7 +52,7 @@ QUALITY_IMAGES = 2  # images the quality check runs on (ORT CPU: ~2-5 s each for
 DEFAULT_CALIB_BATCHES = 8
 CACHE_SUFFIX = ".calib.json"
 # Fields that identify weights (a checkpoint's path may differ between machines; its hash not).
-WEIGHT_KEYS = ("weights", "seed", "sha256")
+WEIGHT_KEYS = ("weights", "seed", "checkpoint_sha256")
 
 
 @dataclass(frozen=True)
@@ -128,9 +128,8 @@ def _weights(checkpoint_info: dict[str, Any] | None, fp32_onnx: Path) -> dict[st
     if checkpoint_info is not None:
         return {"weights_info": dict(checkpoint_info)}
     sidecar = read_sidecar(fp32_onnx) or {}
-    # An export sidecar's own "sha256" is the ONNX file's; only the weight fields describe
-    # the weights (a checkpoint export also names the checkpoint path).
-    info = {k: sidecar[k] for k in ("weights", "seed", "checkpoint") if k in sidecar}
+    keys = ("weights", "seed", "checkpoint", "checkpoint_sha256")
+    info = {k: sidecar[k] for k in keys if k in sidecar}
     return {"weights_info": info}
 
 
@@ -192,55 +191,85 @@ def _prepare_int8(
     calib_batches: int,
     measure_quality: bool,
 ) -> PreparedModel:
-    batch = _feed_batch(source)
     if calib_cache is not None:
-        record = read_calibration_cache(calib_cache)
-        _check_cache(record, spec, provenance, calib_cache)
-        amax, cache_path = record["amax"], Path(calib_cache)
-        calibration = {k: v for k, v in record.items() if k not in ("amax", "format")}
-        calibration["cache"] = str(cache_path)
-        used = set(record.get("images", []))
-        quality_pool = [(n, p) for n, p in sample_images() if n not in used] or sample_images()
+        ranges = _ranges_from_cache(spec, Path(calib_cache), provenance)
     else:
-        available = (
-            images_in(calib_dir)
-            if calib_dir is not None
-            else [(n, p) for n, p in sample_images() if n not in HOLDOUT_SAMPLES]
-        )
-        chosen = available[: calib_batches * batch]
-        names, pixels = _unpack(chosen)
-        lowered = lower_corner_pools(source)
-        amax = calibrate(
-            lowered, calibration_feeds(spec, pixels, batch), tensors=activation_tensors(source)
-        )
-        calibration = {
-            "model": spec.name,
-            "method": METHOD,
-            "images": names,
-            "image_source": str(calib_dir) if calib_dir is not None else "scikit-image samples",
-            "batch": batch,
-            "batches": -(-len(chosen) // batch),
-            "source_sha256": provenance["source"]["sha256"],
-            "weights_info": provenance["weights_info"],
-        }
-        cache_path = write_calibration_cache(calibration_cache_path(output), amax, calibration)
-        calibration["cache"] = str(cache_path)
-        leftover = available[len(chosen) :]
-        quality_pool = leftover or sample_images(HOLDOUT_SAMPLES)
-    quantized = quantize_int8(source, amax)
+        ranges = _ranges_from_images(spec, source, output, provenance, calib_dir, calib_batches)
+    quantized = quantize_int8(source, ranges.amax)
     quality, quality_names = None, []
     if measure_quality:
-        quality_names, pixels = _unpack(quality_pool[:QUALITY_IMAGES])
+        quality_names, pixels = _unpack(ranges.quality_pool[:QUALITY_IMAGES])
         quality = _quality(spec, source, quantized, pixels, "int8")
     _save(quantized, output)
     fields = {
         **provenance,
-        "calibration": calibration,
+        "calibration": ranges.record,
         "quantization": _scheme_fields(quantized),
         "quality": _quality_fields(quality, quality_names),
         "sha256": sha256_file(output),
     }
-    return PreparedModel(output, write_sidecar(output, fields), quality, cache_path)
+    return PreparedModel(output, write_sidecar(output, fields), quality, ranges.cache)
+
+
+@dataclass(frozen=True)
+class _Ranges:
+    """Calibrated ranges, where they came from, and images they did not see (for quality)."""
+
+    amax: dict[str, float]
+    record: dict[str, Any]  # what the sidecar says about the calibration
+    cache: Path
+    quality_pool: list[tuple[str, np.ndarray]]
+
+
+def _ranges_from_cache(spec: ModelSpec, path: Path, provenance: dict[str, Any]) -> _Ranges:
+    record = read_calibration_cache(path)
+    _check_cache(record, spec, provenance, path)
+    described = {k: v for k, v in record.items() if k not in ("amax", "format")}
+    described["cache"] = str(path)
+    # Another export of the same weights (other batch size, opset) keeps the tensor names and
+    # ranges; record whether this exact file was the one calibrated.
+    described["cache_from_this_source"] = (
+        record.get("source_sha256") == provenance["source"]["sha256"]
+    )
+    used = set(record.get("images", []))
+    unseen = [(n, p) for n, p in sample_images() if n not in used]
+    return _Ranges(record["amax"], described, path, unseen or sample_images())
+
+
+def _ranges_from_images(
+    spec: ModelSpec,
+    source: onnx.ModelProto,
+    output: Path,
+    provenance: dict[str, Any],
+    calib_dir: Path | None,
+    calib_batches: int,
+) -> _Ranges:
+    """Calibrate on the lowered graph and write the cache beside ``output``."""
+    if calib_dir is not None:
+        available = images_in(calib_dir)
+    else:
+        available = [(n, p) for n, p in sample_images() if n not in HOLDOUT_SAMPLES]
+    batch = _feed_batch(source)
+    chosen = available[: calib_batches * batch]
+    names, pixels = _unpack(chosen)
+    amax = calibrate(
+        lower_corner_pools(source),
+        calibration_feeds(spec, pixels, batch),
+        tensors=activation_tensors(source),
+    )
+    described = {
+        "model": spec.name,
+        "method": METHOD,
+        "images": names,
+        "image_source": str(calib_dir) if calib_dir is not None else "scikit-image samples",
+        "batch": batch,
+        "batches": -(-len(chosen) // batch),
+        "source_sha256": provenance["source"]["sha256"],
+        "weights_info": provenance["weights_info"],
+    }
+    cache = write_calibration_cache(calibration_cache_path(output), amax, described)
+    unseen = available[len(chosen) :] or sample_images(HOLDOUT_SAMPLES)
+    return _Ranges(amax, {**described, "cache": str(cache)}, cache, unseen)
 
 
 def _check_cache(

@@ -30,7 +30,7 @@ import onnx
 import onnxruntime as ort
 
 from hgdeploy.errors import HgDeployError
-from hgdeploy.runners.onnxrt_runner import runnable_model
+from hgdeploy.runners.onnxrt_runner import session_builder
 from hgdeploy.zoo import ModelSpec
 
 CORNER_HEATS = ("tl_heat", "br_heat")
@@ -121,14 +121,8 @@ def _run_all(
     outputs: list[str],
     threads: int | None,
 ) -> list[list[np.ndarray]]:
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    if threads:
-        options.intra_op_num_threads = threads
+    session = session_builder(model, ["CPUExecutionProvider"], threads)()
     try:
-        session = ort.InferenceSession(
-            runnable_model(model).SerializeToString(), options, providers=["CPUExecutionProvider"]
-        )
         return [session.run(outputs, dict(feed)) for feed in feeds]
     except (ort.capi.onnxruntime_pybind11_state.Fail, RuntimeError) as exc:
         first = str(exc).strip().splitlines()[0]

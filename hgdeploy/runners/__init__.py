@@ -19,7 +19,9 @@ def backend_unavailable_reason(backend: str) -> str | None:
         return None if importlib.util.find_spec("onnxruntime") else "onnxruntime is not installed"
     if backend == "tensorrt":
         if importlib.util.find_spec("tensorrt") is None:
-            return "TensorRT is not installed (needs an NVIDIA GPU machine: pip install -e '.[gpu]')"
+            return (
+                "TensorRT is not installed (needs an NVIDIA GPU machine: pip install -e '.[gpu]')"
+            )
         import torch
 
         if not torch.cuda.is_available():

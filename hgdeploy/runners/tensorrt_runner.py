@@ -23,8 +23,9 @@ def engine_record(engine: Path) -> dict[str, Any]:
         raise HgDeployError(f"engine not found: {engine}")
     record = read_sidecar(engine)
     if record is None or record.get("kind") != "tensorrt-engine":
-        raise HgDeployError(f"{engine} has no engine sidecar ({engine}.json); rebuild it with "
-                            "hgdeploy build-engine")
+        raise HgDeployError(
+            f"{engine} has no engine sidecar ({engine}.json); rebuild it with hgdeploy build-engine"
+        )
     return record
 
 
@@ -71,7 +72,11 @@ def tensorrt_runner(engine: str | Path, *, model: str, batch: int) -> BaseRunner
     from hgdeploy.plugins.tensorrt_plugins import register_corner_pool_plugins
 
     check_engine_compatible(
-        record, engine, model=model, batch=batch, tensorrt_version=trt.__version__,
+        record,
+        engine,
+        model=model,
+        batch=batch,
+        tensorrt_version=trt.__version__,
         gpu_name=gpu_identity()["name"],
     )
     register_corner_pool_plugins()

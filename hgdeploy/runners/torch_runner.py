@@ -1,4 +1,5 @@
-"""The eager PyTorch model as a Polygraphy runner: the reference every backend is checked against."""
+"""The eager PyTorch model as a Polygraphy runner: the reference every backend is checked
+against."""
 
 from __future__ import annotations
 
