@@ -33,7 +33,7 @@ from typing import Any, Literal, Protocol
 from polygraphy.backend.base import BaseRunner
 from torch import nn
 
-from hgdeploy.artifacts import read_sidecar, tool_versions
+from hgdeploy.artifacts import tool_versions
 from hgdeploy.bench.timing import (
     LatencyStats,
     MemoryUsage,
@@ -48,7 +48,12 @@ from hgdeploy.bench.timing import (
     torch_threads,
 )
 from hgdeploy.errors import HgDeployError
-from hgdeploy.exporters.onnx_export import INPUT_NAME, ExportOptions, default_output, export_to_file
+from hgdeploy.exporters.onnx_export import (
+    INPUT_NAME,
+    SHARED_EXPORT,
+    default_output,
+    ensure_shared_export,
+)
 from hgdeploy.parity import Feed, compare_runners, parity_feeds
 from hgdeploy.runners import BACKENDS, backend_unavailable_reason
 from hgdeploy.runners.torch_runner import TorchRunner
@@ -57,7 +62,6 @@ from hgdeploy.zoo import ZOO, ModelSpec, get_spec
 Status = Literal["pending", "ok", "parity_failed", "skipped", "failed"]
 PRECISIONS: tuple[str, ...] = ("fp32", "fp16", "int8")
 DOCUMENTED = "documented"  # a --batch value: every documented batch size of each model
-ONNX_OPTIONS = ExportOptions(batch=1, dynamic_batch=True, corner_pool="plugin")
 _MAX_REASON = 300
 
 
@@ -158,7 +162,7 @@ def default_engine_path(name: str, precision: str) -> Path:
     artifacts/NAME/NAME_<precision>.engine."""
     from hgdeploy.engine.job import default_engine_path as engine_beside
 
-    return engine_beside(default_output(name, ONNX_OPTIONS), precision)
+    return engine_beside(default_output(name, SHARED_EXPORT), precision)
 
 
 def tensorrt_factory(
@@ -208,33 +212,11 @@ CUDA_EVENT_BACKENDS = frozenset({"torch"})
 def ensure_onnx(
     name: str, checkpoint: Path | None, seed: int, on_step: Callable[[str], None] | None = None
 ) -> Path:
-    """The default-path dynamic-batch ONNX for `name`, exported unless a matching one is there.
-
-    An existing file is reused only when its sidecar records the same model, export options and
-    weights (seed, or checkpoint path and hash) and the file's hash is the one recorded.
-    """
-    from hgdeploy.checkpoints import sha256_file
-    from hgdeploy.loader import weights_provenance
-
-    path = default_output(name, ONNX_OPTIONS)
-    sidecar = read_sidecar(path) if path.is_file() else None
-    if sidecar is not None:
-        wanted = {"kind": "onnx", "model": name, "options": asdict(ONNX_OPTIONS)}
-        wanted |= weights_provenance(checkpoint, seed)
-        if all(sidecar.get(k) == v for k, v in wanted.items()) and sidecar.get(
-            "sha256"
-        ) == sha256_file(path):
-            return path
+    """The shared dynamic-batch ONNX for `name` (reused when it matches, else exported)."""
     step = on_step or (lambda _: None)
-    export_to_file(
-        name,
-        checkpoint=checkpoint,
-        output=path,
-        options=ONNX_OPTIONS,
-        seed=seed,
-        on_step=lambda text: step(f"{name}: export: {text}"),
+    return ensure_shared_export(
+        name, checkpoint, seed, on_step=lambda text: step(f"{name}: export: {text}")
     )
-    return path
 
 
 # --- configuration and results ------------------------------------------------------------------

@@ -14,8 +14,7 @@ from pathlib import Path
 from hgdeploy.artifacts import read_sidecar
 from hgdeploy.engine.build import BuildSettings, build_engine, require_tensorrt
 from hgdeploy.errors import HgDeployError
-from hgdeploy.exporters.onnx_export import ExportOptions, default_output, export_to_file
-from hgdeploy.loader import weights_provenance
+from hgdeploy.exporters.onnx_export import ensure_shared_export
 from hgdeploy.precision.prepare import PreparedModel, prepare_precision
 from hgdeploy.zoo import get_spec
 
@@ -44,23 +43,12 @@ class EngineResult:
 
 
 def _fp32_onnx(request: EngineRequest, step: StepCallback) -> Path:
-    """The given ONNX, or the default dynamic-batch plugin export (reused if its sidecar says it
-    came from the same weights)."""
-    if request.onnx is not None:
-        if not request.onnx.is_file():
-            raise HgDeployError(f"ONNX file not found: {request.onnx}")
-        return request.onnx
-    options = ExportOptions(batch=1, dynamic_batch=True, corner_pool="plugin")
-    path = default_output(request.model, options)
-    sidecar = read_sidecar(path) if path.is_file() else None
-    wanted = weights_provenance(request.checkpoint)
-    if sidecar is not None and all(sidecar.get(k) == v for k, v in wanted.items()):
-        step(f"reusing {path}")
-        return path
-    export_to_file(
-        request.model, checkpoint=request.checkpoint, output=path, options=options, on_step=step
-    )
-    return path
+    """The given ONNX, or the shared dynamic-batch plugin export (reused when it matches)."""
+    if request.onnx is None:
+        return ensure_shared_export(request.model, request.checkpoint, on_step=step)
+    if not request.onnx.is_file():
+        raise HgDeployError(f"ONNX file not found: {request.onnx}")
+    return request.onnx
 
 
 def default_engine_path(prepared_onnx: Path, precision: str) -> Path:

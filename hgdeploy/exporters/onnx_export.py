@@ -19,7 +19,7 @@ import onnx
 import torch
 from torch import nn
 
-from hgdeploy.artifacts import atomic_path, prepare_output_dir, write_sidecar
+from hgdeploy.artifacts import atomic_path, prepare_output_dir, read_sidecar, write_sidecar
 from hgdeploy.checkpoints import sha256_file
 from hgdeploy.errors import HgDeployError
 from hgdeploy.exporters.corner_pool_ops import (
@@ -135,6 +135,10 @@ def save_onnx(proto: onnx.ModelProto, path: str | Path) -> Path:
     return Path(path)
 
 
+# The export that engines and benchmarks share: one dynamic-batch plugin-form ONNX per model.
+SHARED_EXPORT = ExportOptions(batch=1, dynamic_batch=True, corner_pool="plugin")
+
+
 def default_output(name: str, options: ExportOptions) -> Path:
     batch = "dyn" if options.dynamic_batch else f"b{options.batch}"
     return Path("artifacts") / name / f"{name}_{batch}_{options.corner_pool}.onnx"
@@ -196,3 +200,33 @@ def _sidecar_fields(
         "sha256": sha256_file(path),
         "export_seconds": round(seconds, 2),
     }
+
+
+def ensure_shared_export(
+    name: str,
+    checkpoint: str | Path | None = None,
+    seed: int = 0,
+    on_step: StepCallback | None = None,
+) -> Path:
+    """The default-path SHARED_EXPORT ONNX of `name`, exported unless a matching one is there.
+
+    An existing file is reused only when its sidecar records the same model, export options and
+    weights (seed, or checkpoint path and hash) and the file's hash is the one recorded.
+    """
+    path = default_output(name, SHARED_EXPORT)
+    sidecar = read_sidecar(path) if path.is_file() else None
+    if sidecar is not None:
+        wanted = {"kind": "onnx", "model": name, "options": asdict(SHARED_EXPORT)}
+        wanted |= weights_provenance(checkpoint, seed)
+        matches = all(sidecar.get(k) == v for k, v in wanted.items())
+        if matches and sidecar.get("sha256") == sha256_file(path):
+            return path
+    export_to_file(
+        name,
+        checkpoint=checkpoint,
+        output=path,
+        options=SHARED_EXPORT,
+        seed=seed,
+        on_step=on_step,
+    )
+    return path
