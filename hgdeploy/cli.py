@@ -163,10 +163,17 @@ def export_command(
 @checkpoint_option
 @click.option(
     "--backend",
-    type=click.Choice(["onnxruntime", "tensorrt"]),
+    type=click.Choice(["onnxruntime", "openvino", "tensorrt"]),
     default="onnxruntime",
     show_default=True,
     help="Backend compared against the eager model.",
+)
+@click.option(
+    "--precision",
+    type=click.Choice(["fp32", "fp16", "int8", "bf16"]),
+    default=None,
+    help="Tolerances to judge by; default: the artifact's sidecar (fp32 without one). "
+    "bf16 runs the fp32 ONNX with OpenVINO's bf16 hint (--backend openvino).",
 )
 @click.option(
     "--engine",
@@ -192,6 +199,7 @@ def parity_command(
     batch: int,
     seed: int,
     report: str | None,
+    precision: str | None,
 ) -> None:
     """Compare a backend with the eager reference (Polygraphy); exit 1 on mismatch."""
     from pathlib import Path
@@ -218,7 +226,13 @@ def parity_command(
             console.print(f"exported {onnx_path}")
     with console.status(f"running torch and {backend} on real images and noise"):
         result = run_parity(
-            model_name, onnx_path, backend=backend, checkpoint=checkpoint, batch=batch, seed=seed
+            model_name,
+            onnx_path,
+            backend=backend,
+            checkpoint=checkpoint,
+            batch=batch,
+            seed=seed,
+            precision=precision,
         )
     table = Table(
         title=f"{model_name}: {backend} vs eager torch ({result.precision}, batch {batch})"

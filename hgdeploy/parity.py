@@ -34,6 +34,7 @@ G_LOGGER.colors = False
 class Feed:
     label: str
     arrays: dict[str, np.ndarray]
+    noise: bool = False  # the seeded random tensor: judged at fp32 only
 
 
 @dataclass
@@ -101,7 +102,7 @@ def parity_feeds(
         feeds.append(Feed(label, {input_name: preprocess(spec, [img for _, img in chosen])}))
     if noise:
         tensor = np.random.default_rng(seed).standard_normal(spec.input_shape(batch), np.float32)
-        feeds.append(Feed(f"random normal (seed {seed})", {input_name: tensor}))
+        feeds.append(Feed(f"random normal (seed {seed})", {input_name: tensor}, noise=True))
     return feeds
 
 

@@ -17,7 +17,7 @@ from hgdeploy.runners.onnxrt_runner import onnxruntime_runner
 from hgdeploy.runners.torch_runner import TorchRunner
 from hgdeploy.zoo import ModelSpec, get_spec
 
-PARITY_BACKENDS = ("onnxruntime", "tensorrt")
+PARITY_BACKENDS = ("onnxruntime", "openvino", "tensorrt")
 
 
 @dataclass(frozen=True)
@@ -83,10 +83,21 @@ def _check_onnx_fits(spec: ModelSpec, onnx_path: Path, batch: int) -> None:
         )
 
 
-def backend_runner(backend: str, artifact: Path, spec: ModelSpec, batch: int) -> BaseRunner:
+def backend_runner(
+    backend: str, artifact: Path, spec: ModelSpec, batch: int, precision: str = "fp32"
+) -> BaseRunner:
+    """The candidate runner. fp16 and int8 live in the artifact itself; bf16 is only a compile
+    hint (OpenVINO runs the fp32 ONNX in bf16), so no other backend can honour it."""
+    if precision == "bf16" and backend != "openvino":
+        raise HgDeployError(f"bf16 is run by --backend openvino only, not {backend}")
     if backend == "onnxruntime":
         _check_onnx_fits(spec, artifact, batch)
         return onnxruntime_runner(artifact)
+    if backend == "openvino":
+        from hgdeploy.runners.openvino_runner import openvino_runner
+
+        _check_onnx_fits(spec, artifact, batch)
+        return openvino_runner(artifact, precision="bf16" if precision == "bf16" else "fp32")
     if backend == "tensorrt":
         from hgdeploy.runners.tensorrt_runner import tensorrt_runner
 
@@ -120,7 +131,7 @@ def run_parity(
     tolerances = spec.tolerances.get(precision)
     if tolerances is None:
         raise HgDeployError(f"{name} has no {precision} tolerances in the zoo")
-    candidate = backend_runner(backend, artifact, spec, batch)
+    candidate = backend_runner(backend, artifact, spec, batch, precision)
     weights = resolve_weights(name, artifact, checkpoint)
     feeds = parity_feeds(spec, INPUT_NAME, batch, seed, noise=precision == "fp32")
     rows = compare_runners(

@@ -77,9 +77,9 @@ class BatchType(click.ParamType):
     "--precision",
     "precisions",
     multiple=True,
-    type=click.Choice(["fp32", "fp16", "int8"]),
+    type=click.Choice(["fp32", "fp16", "bf16", "int8"]),
     help="Precision; repeatable. Default fp32. Eager torch and ONNX Runtime run fp32 "
-    "only; other precisions are skipped for them with the reason.",
+    "only, OpenVINO fp32 and bf16; other precisions are skipped for them with the reason.",
 )
 @click.option(
     "--warmup",

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import importlib.util
 
-BACKENDS = ("torch", "onnxruntime", "tensorrt")
+BACKENDS = ("torch", "onnxruntime", "openvino", "tensorrt")
 
 
 def backend_unavailable_reason(backend: str) -> str | None:
@@ -17,6 +17,8 @@ def backend_unavailable_reason(backend: str) -> str | None:
         return None
     if backend == "onnxruntime":
         return None if importlib.util.find_spec("onnxruntime") else "onnxruntime is not installed"
+    if backend == "openvino":
+        return None if importlib.util.find_spec("openvino") else "openvino is not installed"
     if backend == "tensorrt":
         if importlib.util.find_spec("tensorrt") is None:
             return (
