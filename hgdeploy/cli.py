@@ -188,7 +188,7 @@ def export_command(
     "--report",
     type=click.Path(dir_okay=False),
     default=None,
-    help="JSON report path; default: next to the ONNX as <onnx>.parity.json.",
+    help="JSON report path; default: beside the artifact, <artifact>[.<precision>].parity.json.",
 )
 def parity_command(
     model_name: str,
@@ -211,11 +211,13 @@ def parity_command(
     if backend == "tensorrt":
         if engine_path is None:
             raise HgDeployError("--backend tensorrt needs --engine PATH (hgdeploy build-engine)")
-        onnx_path = engine_path
-    elif onnx_path is None:
+        artifact = engine_path
+    elif onnx_path is not None:
+        artifact = onnx_path
+    else:
         options = ExportOptions(batch=batch)
-        onnx_path = str(default_output(model_name, options))
-        if not Path(onnx_path).is_file():
+        artifact = str(default_output(model_name, options))
+        if not Path(artifact).is_file():
             with console.status("exporting") as status:
                 export_to_file(
                     model_name,
@@ -223,11 +225,11 @@ def parity_command(
                     options=options,
                     on_step=lambda text: status.update(text),
                 )
-            console.print(f"exported {onnx_path}")
-    with console.status(f"running torch and {backend} on real images and noise"):
+            console.print(f"exported {artifact}")
+    with console.status(f"running torch and {backend} on the parity feeds"):
         result = run_parity(
             model_name,
-            onnx_path,
+            artifact,
             backend=backend,
             checkpoint=checkpoint,
             batch=batch,
@@ -260,7 +262,8 @@ def parity_command(
             "[green]yes[/]" if row.passed else "[red]NO[/]",
         )
     console.print(table)
-    report_path = result.write(report or f"{onnx_path}.parity.json")
+    suffix = "" if precision is None else f".{precision}"
+    report_path = result.write(report or f"{artifact}{suffix}.parity.json")
     verdict = "[green]PASS[/]" if result.passed else "[red]FAIL[/]"
     console.print(
         f"{verdict} on {len(result.feeds)} feeds ({'; '.join(result.feeds)}); report {report_path}"
