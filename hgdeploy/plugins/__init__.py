@@ -1,5 +1,9 @@
-"""Corner-pool GPU kernels (Triton) and what the TensorRT plugins need to launch them ahead of time.
+"""Corner-pool GPU kernels (Triton) and the TensorRT 11 plugins that run them.
 
-`triton_kernels` holds the kernels and their eager launcher; `aot` compiles them to PTX without a
-GPU. Both import Triton, which is optional: import these modules only where it is installed.
+* `triton_kernels`: the kernels and their eager launcher (runs on Triton's CPU interpreter too);
+* `aot`: compiles them to PTX without a GPU, for the plugins' ahead-of-time implementation;
+* `tensorrt_plugins`: `tensorrt.plugin` registrations (shape/type inference, AOT and JIT);
+* `cli_command`: `hgdeploy plugins`.
+
+Triton is imported only by the modules that need it, TensorRT only inside functions.
 """
