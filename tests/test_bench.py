@@ -40,6 +40,12 @@ MODEL = "hrnet"
 TINY = ["--warmup", "1", "--iterations", "2", "--threads", "1"]
 
 
+def tiny_matrix_args(output: str) -> list[str]:
+    """One model at batch 1 over torch, onnxruntime and tensorrt (skipped here), few iterations."""
+    backends = ["--backend", "torch", "--backend", "onnxruntime", "--backend", "tensorrt"]
+    return ["--model", MODEL, "--batch", "1", *backends, *TINY, "--output", output]
+
+
 @click.group(cls=CliGroup)
 def cli() -> None:
     """A throwaway group: the real CLI registers `bench` itself."""
@@ -73,21 +79,7 @@ def tiny_run(workdir: Path) -> tuple[Result, Path]:
     """One CLI run over torch, onnxruntime and tensorrt (exports the dynamic-batch ONNX)."""
     result = invoke(
         workdir,
-        [
-            "--model",
-            MODEL,
-            "--batch",
-            "1",
-            "--backend",
-            "torch",
-            "--backend",
-            "onnxruntime",
-            "--backend",
-            "tensorrt",
-            *TINY,
-            "--output",
-            "results",
-        ],
+        tiny_matrix_args("results"),
     )
     return result, workdir / "results"
 
@@ -233,21 +225,7 @@ def test_a_raising_backend_is_recorded_failed_and_the_run_continues(
     monkeypatch.setitem(matrix.RUNNER_FACTORIES, "onnxruntime", out_of_memory)
     result = invoke(
         workdir,
-        [
-            "--model",
-            MODEL,
-            "--batch",
-            "1",
-            "--backend",
-            "torch",
-            "--backend",
-            "onnxruntime",
-            "--backend",
-            "tensorrt",
-            *TINY,
-            "--output",
-            "failing",
-        ],
+        tiny_matrix_args("failing"),
     )
     assert result.exit_code == 0, result.output
     cells = _cells(workdir / "failing")

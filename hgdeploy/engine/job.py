@@ -62,9 +62,7 @@ def run_build_engine(request: EngineRequest, on_step: StepCallback | None = None
         raise HgDeployError(f"precision must be one of {', '.join(PRECISIONS)}")
     spec = get_spec(request.model)
     fp32 = _fp32_onnx(request, step)
-    sidecar = read_sidecar(fp32)
-    if sidecar is not None and sidecar.get("model") not in (None, spec.name):
-        raise HgDeployError(f"{fp32} was exported from {sidecar['model']!r}, not {spec.name!r}")
+    sidecar = read_sidecar(fp32)  # the model itself is checked by prepare_precision
     if sidecar is not None and sidecar.get("corner_pool") == "onnx":
         raise HgDeployError(f"{fp32} has lowered corner pools; build engines from the plugin form")
     prepared_path = fp32.with_name(f"{fp32.stem}_{request.precision}.onnx")
@@ -77,7 +75,6 @@ def run_build_engine(request: EngineRequest, on_step: StepCallback | None = None
         calib_dir=request.calib_dir,
         calib_cache=request.calib_cache,
         calib_batches=request.calib_batches,
-        checkpoint_info=None,  # prepare reads the weights from the fp32 sidecar
     )
     if request.prepare_only:
         return EngineResult(prepared, None)
