@@ -27,6 +27,8 @@ _TOOLS = (
     "onnxscript",
     "onnxruntime",
     "onnxruntime-gpu",
+    "openvino",
+    "nncf",
     "polygraphy",
     "tensorrt",
     "triton",
@@ -34,7 +36,7 @@ _TOOLS = (
 )
 
 
-def _umask() -> int:
+def current_umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
@@ -69,7 +71,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     tmp = Path(tmp_name)
     try:
         yield tmp
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual file mode
+        os.chmod(tmp, 0o666 & ~current_umask())  # mkstemp makes 0600; give the usual file mode
         os.replace(tmp, path)
     except OSError as exc:
         raise HgDeployError(f"cannot write {path}: {exc.strerror or exc}") from None

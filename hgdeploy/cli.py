@@ -15,6 +15,8 @@ from hgdeploy.cli_options import (
     model_option,
     seed_option,
 )
+from hgdeploy.errors import HgDeployError
+from hgdeploy.targets import TARGETS
 from hgdeploy.zoo import ZOO
 
 if TYPE_CHECKING:
@@ -204,7 +206,6 @@ def parity_command(
     """Compare a backend with the eager reference (Polygraphy); exit 1 on mismatch."""
     from pathlib import Path
 
-    from hgdeploy.errors import HgDeployError
     from hgdeploy.exporters.onnx_export import ExportOptions, default_output, export_to_file
     from hgdeploy.parity_job import run_parity
 
@@ -274,19 +275,33 @@ def parity_command(
 
 @main.command("build-engine")
 @model_option
-@click.option("--fp32", "precision", flag_value="fp32", help="FP32 engine.")
+@click.option(
+    "--target",
+    type=click.Choice(TARGETS),
+    default="tensorrt",
+    show_default=True,
+    help="tensorrt: a GPU engine. openvino / onnxruntime: a CPU artifact (OpenVINO IR, or an "
+    "ONNX for ONNX Runtime's CPU provider).",
+)
+@click.option("--fp32", "precision", flag_value="fp32", help="FP32.")
 @click.option(
     "--fp16",
     "precision",
     flag_value="fp16",
-    default=True,
-    help="FP16 engine from an FP16 ONNX with FP32 I/O (the default).",
+    help="TensorRT: FP16 engine from an FP16 ONNX with FP32 I/O (the TensorRT default).",
+)
+@click.option(
+    "--bf16",
+    "precision",
+    flag_value="bf16",
+    help="OpenVINO: an IR compiled with the bf16 inference-precision hint.",
 )
 @click.option(
     "--int8",
     "precision",
     flag_value="int8",
-    help="INT8 engine from an explicit Q/DQ ONNX calibrated on real images.",
+    help="INT8 calibrated on real images: TensorRT symmetric Q/DQ ONNX, ONNX Runtime U8S8 "
+    "Q/DQ ONNX, or an NNCF-quantized OpenVINO IR.",
 )
 @click.option(
     "--onnx",
@@ -328,9 +343,16 @@ def parity_command(
 )
 @click.option(
     "--calib-cache",
-    type=click.Path(dir_okay=False),
+    type=click.Path(),
     default=None,
-    help="INT8: reuse a calibration cache (tensor -> amax JSON) instead of calibrating.",
+    help="INT8: reuse a calibration cache instead of calibrating (TensorRT: tensor -> amax "
+    "JSON; onnxruntime: its ranges JSON; openvino: the NNCF statistics directory).",
+)
+@click.option(
+    "--calib-batches",
+    type=click.IntRange(min=1),
+    default=None,
+    help="INT8: at most this many calibration batches (default 8; CPU targets: batch 1).",
 )
 @click.option(
     "--prepare-only",
@@ -339,7 +361,8 @@ def parity_command(
 )
 def build_engine_command(
     model_name: str,
-    precision: str,
+    target: str,
+    precision: str | None,
     onnx_path: str | None,
     checkpoint: str | None,
     batch: int | None,
@@ -351,19 +374,51 @@ def build_engine_command(
     output: str | None,
     calib_dir: str | None,
     calib_cache: str | None,
+    calib_batches: int | None,
     prepare_only: bool,
 ) -> None:
-    """Prepare an FP32/FP16/INT8 ONNX on the CPU, then build a TensorRT engine from it."""
+    """Build a deployable artifact: a TensorRT engine (default; FP32/FP16/INT8 ONNX prepared on
+    the CPU first) or a CPU artifact for OpenVINO (FP32/BF16/INT8) or ONNX Runtime (FP32/INT8)."""
     from pathlib import Path
 
     from hgdeploy.engine.build import BuildSettings
     from hgdeploy.engine.job import EngineRequest, run_build_engine
     from hgdeploy.engine.profile import batch_profile
+    from hgdeploy.targets import check_target
     from hgdeploy.zoo import get_spec
 
     def path(value: str | None) -> Path | None:
         return Path(value) if value is not None else None
 
+    precision = check_target(target, precision)
+    if target != "tensorrt":
+        tensorrt_only = {
+            "--batch": batch,
+            "--min-batch": min_batch,
+            "--opt-batch": opt_batch,
+            "--max-batch": max_batch,
+            "--workspace": workspace,
+            "--timing-cache": timing_cache,
+            "--prepare-only": prepare_only or None,
+        }
+        given = [flag for flag, value in tensorrt_only.items() if value is not None]
+        if given:
+            raise HgDeployError(
+                f"{', '.join(given)}: only for --target tensorrt (CPU artifacts keep the "
+                "export's dynamic batch)"
+            )
+        _build_cpu(
+            model_name,
+            target,
+            precision,
+            onnx_path,
+            checkpoint,
+            output,
+            calib_dir,
+            calib_cache,
+            calib_batches,
+        )
+        return
     profile = batch_profile(get_spec(model_name), batch, min_batch, opt_batch, max_batch)
     request = EngineRequest(
         model=model_name,
@@ -374,6 +429,7 @@ def build_engine_command(
         output=path(output),
         calib_dir=path(calib_dir),
         calib_cache=path(calib_cache),
+        calib_batches=calib_batches or EngineRequest.calib_batches,
         prepare_only=prepare_only,
     )
     with console.status("building") as status:
@@ -388,6 +444,47 @@ def build_engine_command(
         console.print(
             f"engine: {result.engine} (profile {profile.min}..{profile.max}, opt {profile.opt})"
         )
+
+
+def _build_cpu(
+    model_name: str,
+    target: str,
+    precision: str,
+    onnx_path: str | None,
+    checkpoint: str | None,
+    output: str | None,
+    calib_dir: str | None,
+    calib_cache: str | None,
+    calib_batches: int | None,
+) -> None:
+    from pathlib import Path
+
+    from hgdeploy.cpu.build import CpuBuildRequest, build_cpu_artifact, describe
+    from hgdeploy.precision.prepare import DEFAULT_CALIB_BATCHES
+
+    def path(value: str | None) -> Path | None:
+        return Path(value) if value is not None else None
+
+    request = CpuBuildRequest(
+        model=model_name,
+        target=target,
+        precision=precision,
+        onnx=path(onnx_path),
+        checkpoint=path(checkpoint),
+        output=path(output),
+        calib_dir=path(calib_dir),
+        calib_cache=path(calib_cache),
+        calib_batches=calib_batches or DEFAULT_CALIB_BATCHES,
+    )
+    with console.status(f"building the {target} {precision} artifact") as status:
+        artifact = build_cpu_artifact(request, on_step=lambda text: status.update(text))
+    console.print(f"{describe(artifact)} (sidecar {artifact.sidecar})")
+    if artifact.calibration_cache is not None:
+        console.print(f"calibration cache: {artifact.calibration_cache}")
+    backend = "openvino" if target == "openvino" else "onnxruntime"
+    console.print(
+        f"check it: hgdeploy parity --model {model_name} --backend {backend} --onnx {artifact.path}"
+    )
 
 
 def _print_quality(quality: QualityReport, precision: str) -> None:

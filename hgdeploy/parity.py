@@ -47,6 +47,11 @@ class OutputParity:
     rtol: float
     passed: bool
     stat: str = "elemwise"  # which error statistic atol/rtol bound (Polygraphy check_error_stat)
+    # Task-level agreement on the photographs (heatmap outputs only; see precision.quality):
+    # the fraction of the reference's top-k corners / per-joint argmax peaks the backend finds
+    # at the same place.
+    peak_agreement: float | None = None
+    peak_metric: str | None = None
 
 
 @dataclass
@@ -153,7 +158,26 @@ def compare_runners(
     unmatched = [name for name in spec.output_names if name not in seen]
     if unmatched:
         raise HgDeployError(f"the backend produced no output named {', '.join(unmatched)}")
+    _add_peak_agreement(spec, results, feeds, rows)
     return list(rows.values())
+
+
+def _add_peak_agreement(
+    spec: ModelSpec, results: Any, feeds: list[Feed], rows: dict[str, OutputParity]
+) -> None:
+    """Peak agreement of the candidate with the reference over the photograph feeds."""
+    from hgdeploy.precision.quality import heatmap_peak_agreement
+
+    photos = [i for i, feed in enumerate(feeds) if not feed.noise]
+    if not photos:
+        return
+    (_, reference), (_, candidate) = results[0], results[1]
+    for name, row in rows.items():
+        if row.max_abs == math.inf:
+            continue  # a shape mismatch: no peaks to compare
+        ref = np.concatenate([np.asarray(reference[i][name]) for i in photos])
+        cand = np.concatenate([np.asarray(candidate[i][name]) for i in photos])
+        row.peak_agreement, row.peak_metric = heatmap_peak_agreement(spec, name, ref, cand)
 
 
 def _reference_scales(results: Any) -> dict[str, float]:

@@ -90,13 +90,18 @@ def backend_runner(
     hint (OpenVINO runs the fp32 ONNX in bf16), so no other backend can honour it."""
     if precision == "bf16" and backend != "openvino":
         raise HgDeployError(f"bf16 is run by --backend openvino only, not {backend}")
+    if artifact.suffix == ".xml" and backend != "openvino":
+        raise HgDeployError(f"{artifact} is an OpenVINO IR; check it with --backend openvino")
     if backend == "onnxruntime":
         _check_onnx_fits(spec, artifact, batch)
         return onnxruntime_runner(artifact)
     if backend == "openvino":
         from hgdeploy.runners.openvino_runner import openvino_runner
 
-        _check_onnx_fits(spec, artifact, batch)
+        if artifact.suffix != ".xml":
+            _check_onnx_fits(spec, artifact, batch)  # an IR keeps the export's dynamic batch
+        # bf16 is a compile hint; int8 (an NNCF IR) and fp16 live in the artifact, whose
+        # non-quantized ops run at fp32.
         return openvino_runner(artifact, precision="bf16" if precision == "bf16" else "fp32")
     if backend == "tensorrt":
         from hgdeploy.runners.tensorrt_runner import tensorrt_runner

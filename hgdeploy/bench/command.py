@@ -77,9 +77,10 @@ class BatchType(click.ParamType):
     "--precision",
     "precisions",
     multiple=True,
-    type=click.Choice(["fp32", "fp16", "bf16", "int8"]),
-    help="Precision; repeatable. Default fp32. Eager torch and ONNX Runtime run fp32 "
-    "only, OpenVINO fp32 and bf16; other precisions are skipped for them with the reason.",
+    type=click.Choice(["fp32", "fp16", "bf16", "int8", "default"]),
+    help="Precision; repeatable. Default fp32. Eager torch runs fp32 only, ONNX Runtime fp32 "
+    "and int8 (U8S8, CPU), OpenVINO fp32, bf16, int8 (NNCF) and default (no precision hint), "
+    "TensorRT fp32, fp16 and int8; other combinations are skipped with the reason.",
 )
 @click.option(
     "--warmup",
@@ -218,6 +219,7 @@ def _results_table(cells: list[Any]) -> Table:
         "p99 ms",
         "img/s",
         "vs eager",
+        "vs OV default",
         "parity",
         "ΔRSS MiB",
         "note",
@@ -249,6 +251,9 @@ def _results_table(cells: list[Any]) -> Table:
             f"{lat.p99_ms:.2f}" if lat else "-",
             f"{cell.throughput_ips:.1f}" if cell.throughput_ips else "-",
             format_speedup(cell.speedup_vs_torch) if cell.speedup_vs_torch else "-",
+            format_speedup(cell.speedup_vs_openvino_default)
+            if cell.speedup_vs_openvino_default
+            else "-",
             parity,
             f"{cell.memory.rss_delta_mib:.0f}"
             if cell.memory and cell.memory.rss_delta_mib is not None

@@ -14,7 +14,12 @@ Cell statuses: "ok" (timed; parity passed, or the cell is the eager reference), 
 engine; the reason says which), "failed" (it raised: the one-line error is the reason, and the
 run goes on with the next cell); "pending" appears only in partial results saved mid-run.
 Ratios: `speedup = torch_median / backend_median` against eager torch fp32 at the same (model,
-batch) in the same run.
+batch) in the same run, and `vs_openvino_default = openvino_default_median / backend_median`
+against OpenVINO compiled with no precision hint (its own choice for this CPU: bf16 where the
+CPU has it), the peer a CPU deployment is measured against.
+
+CPU int8 cells run the artifacts `hgdeploy build-engine --target onnxruntime|openvino --int8`
+writes (built on first use from the shared export, reused while that export is unchanged).
 
 Adding a backend is one entry in `RUNNER_FACTORIES` (name -> function building a Polygraphy
 runner for (spec, batch, precision, artifacts)) plus its precisions in `BACKEND_PRECISIONS`.
@@ -61,7 +66,8 @@ from hgdeploy.runners.torch_runner import TorchRunner
 from hgdeploy.zoo import ZOO, ModelSpec, get_spec
 
 Status = Literal["pending", "ok", "parity_failed", "skipped", "failed"]
-PRECISIONS: tuple[str, ...] = ("fp32", "fp16", "bf16", "int8")
+# "default": OpenVINO with no inference-precision hint (whatever it picks for this CPU).
+PRECISIONS: tuple[str, ...] = ("fp32", "fp16", "bf16", "int8", "default")
 DOCUMENTED = "documented"  # a --batch value: every documented batch size of each model
 _MAX_REASON = 300
 
@@ -117,10 +123,22 @@ class Artifacts:
     threads: int
     engine: Path | None  # --engine, if given
     onnx_source: _OnnxSource
+    cpu_artifacts: dict[tuple[str, str], Path] = field(default_factory=dict)
 
     def onnx(self) -> Path:
         """The dynamic-batch ONNX (exported now if missing or stale)."""
         return self.onnx_source()
+
+    def cpu_artifact(self, target: str, precision: str, on_step: Callable[[str], None]) -> Path:
+        """`build-engine --target TARGET --PRECISION`'s artifact, built now if missing/stale."""
+        from hgdeploy.cpu.build import ensure_cpu_artifact
+
+        key = (target, precision)
+        if key not in self.cpu_artifacts:
+            self.cpu_artifacts[key] = ensure_cpu_artifact(
+                self.spec.name, self.onnx(), target, precision, on_step
+            )
+        return self.cpu_artifacts[key]
 
 
 RunnerFactory = Callable[[ModelSpec, int, str, Artifacts], BaseRunner]
@@ -145,6 +163,13 @@ def onnxruntime_factory(
     from hgdeploy.runners.onnxrt_runner import onnxruntime_runner
 
     providers: list[Any] = ["CPUExecutionProvider"]
+    if precision == "int8":
+        if artifacts.device != "cpu":
+            raise SkipCell("the ONNX Runtime int8 (U8S8) model is a CPU target")
+        path = artifacts.cpu_artifact("onnxruntime", "int8", lambda _: None)
+        return onnxruntime_runner(
+            path, providers=providers, threads=artifacts.threads, name="onnxruntime"
+        )
     if artifacts.device == "cuda":
         if "CUDAExecutionProvider" not in ort.get_available_providers():
             raise SkipCell(
@@ -161,13 +186,17 @@ def onnxruntime_factory(
 def openvino_factory(
     spec: ModelSpec, batch: int, precision: str, artifacts: Artifacts
 ) -> BaseRunner:
-    """OpenVINO on the CPU from the same dynamic-batch ONNX; bf16 is a compile hint on it."""
+    """OpenVINO on the CPU: the dynamic-batch ONNX at fp32 / bf16 (a compile hint) / default
+    (no hint), or the NNCF int8 IR."""
     from hgdeploy.runners.openvino_runner import cpu_supports_bf16, openvino_runner
 
     if artifacts.device != "cpu":
         raise SkipCell(f"OpenVINO runs on the CPU only here (--device {artifacts.device})")
     if precision == "bf16" and not cpu_supports_bf16():
         raise SkipCell("this CPU has no native bf16 (AVX512_BF16 or AMX) for OpenVINO")
+    if precision == "int8":
+        path = artifacts.cpu_artifact("openvino", "int8", lambda _: None)
+        return openvino_runner(path, precision="int8", threads=artifacts.threads, name="openvino")
     return openvino_runner(
         artifacts.onnx(), precision=precision, threads=artifacts.threads, name="openvino"
     )
@@ -218,8 +247,8 @@ RUNNER_FACTORIES: dict[str, RunnerFactory] = {
 }
 BACKEND_PRECISIONS: dict[str, tuple[str, ...]] = {
     "torch": ("fp32",),
-    "onnxruntime": ("fp32",),
-    "openvino": ("fp32", "bf16"),
+    "onnxruntime": ("fp32", "int8"),
+    "openvino": ("fp32", "bf16", "int8", "default"),
     "tensorrt": ("fp32", "fp16", "int8"),
 }
 # Backends whose inference call returns before the GPU is done (CUDA events time them on a
@@ -330,6 +359,7 @@ class CellResult:
     latency: LatencyStats | None = None
     throughput_ips: float | None = None
     speedup_vs_torch: float | None = None
+    speedup_vs_openvino_default: float | None = None
     parity: ParityOutcome | None = None
     memory: MemoryUsage | None = None
     weights_mib: float | None = None  # the eager model's parameters + buffers, for context
@@ -365,6 +395,7 @@ class CellResult:
             "latency_ms": None if self.latency is None else self.latency.to_json(),
             "throughput_ips": self.throughput_ips,
             "speedup_vs_torch": self.speedup_vs_torch,
+            "speedup_vs_openvino_default": self.speedup_vs_openvino_default,
             "parity": None if self.parity is None else self.parity.to_json(),
             "memory": None if self.memory is None else self.memory.to_json(),
             "weights_mib": self.weights_mib,
@@ -580,16 +611,27 @@ def run_matrix(
 
 
 def compute_speedups(cells: list[CellResult]) -> None:
-    """speedup = eager torch fp32 median / cell median, at the same (model, batch)."""
-    baseline = {
+    """Cell median vs eager torch fp32 and vs OpenVINO's default, at the same (model, batch)."""
+    eager = _baseline(cells, "torch", "fp32")
+    peer = _baseline(cells, "openvino", "default")
+    for cell in cells:
+        if cell.latency is None or cell.latency.median_ms <= 0:
+            continue
+        key = (cell.model, cell.batch)
+        if key in eager:
+            cell.speedup_vs_torch = eager[key] / cell.latency.median_ms
+        if key in peer:
+            cell.speedup_vs_openvino_default = peer[key] / cell.latency.median_ms
+
+
+def _baseline(
+    cells: list[CellResult], backend: str, precision: str
+) -> dict[tuple[str, int], float]:
+    return {
         (c.model, c.batch): c.latency.median_ms
         for c in cells
-        if c.backend == "torch" and c.precision == "fp32" and c.status == "ok" and c.latency
+        if c.backend == backend and c.precision == precision and c.status == "ok" and c.latency
     }
-    for cell in cells:
-        base = baseline.get((cell.model, cell.batch))
-        if cell.latency is not None and base is not None and cell.latency.median_ms > 0:
-            cell.speedup_vs_torch = base / cell.latency.median_ms
 
 
 def _precheck(cell: CellResult) -> str | None:
@@ -748,7 +790,8 @@ def _activate_check_time(
         cell.providers = _providers(runner)
         if cell.backend != "torch":
             progress.phase(f"{cell.label()}: parity on {len(feeds)} feeds")
-            cell.parity = check_parity(spec, reference, runner, feeds, cell.precision, cell.device)
+            precision = _judged_precision(runner, cell.precision)
+            cell.parity = check_parity(spec, reference, runner, feeds, precision, cell.device)
         release_free_memory()
         feed = feeds[0].arrays
         clock = clock_for(cell.device, cell.backend in CUDA_EVENT_BACKENDS)
@@ -797,6 +840,14 @@ def check_parity(
             f"{worst.max_abs:.3g} > atol {worst.atol:.3g} (rtol {worst.rtol:g})"
         )
     return ParityOutcome(True, not failing, labels, [asdict(r) for r in rows], note)
+
+
+def _judged_precision(runner: BaseRunner, precision: str) -> str:
+    """The tolerances a cell is judged by: OpenVINO's "default" by what it compiled to."""
+    compiled = getattr(runner, "compiled_precision", None)
+    if precision != "default" or compiled is None:
+        return precision
+    return {"bf16": "bf16", "f16": "fp16"}.get(compiled, "fp32")
 
 
 class _Borrowed(BaseRunner):
@@ -852,6 +903,8 @@ def _strict_fp32(device: str) -> Iterator[None]:
 
 def _artifact_path(cell: CellResult, artifacts: Artifacts) -> str | None:
     """The file a built-in backend's runner was made from (the factory already resolved it)."""
+    if (cell.backend, cell.precision) in artifacts.cpu_artifacts:
+        return str(artifacts.cpu_artifacts[(cell.backend, cell.precision)])
     if cell.backend in ("onnxruntime", "openvino"):
         path = artifacts.onnx_source.path
         return None if path is None else str(path)
@@ -861,7 +914,11 @@ def _artifact_path(cell: CellResult, artifacts: Artifacts) -> str | None:
 
 
 def _providers(runner: BaseRunner) -> list[str] | None:
-    """The execution providers an ONNX Runtime session really got (None for other runners)."""
+    """The execution providers an ONNX Runtime session really got; for OpenVINO, the device and
+    the inference precision it compiled with (None for other runners)."""
+    compiled = getattr(runner, "compiled_precision", None)
+    if compiled is not None:
+        return [f"CPU (inference precision {compiled})"]
     session = getattr(runner, "sess", None)
     get = getattr(session, "get_providers", None)
     return list(get()) if callable(get) else None

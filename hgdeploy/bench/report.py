@@ -111,7 +111,9 @@ _MD_COLUMNS = (
     "min ms",
     "images/s",
     "vs eager",
+    "vs OV default",
     "parity",
+    "peak agreement",
     "peak RSS MiB",
     "Δ RSS MiB",
     "note",
@@ -150,12 +152,26 @@ def _md_row(cell: CellResult) -> str:
         _num(latency and latency.min_ms, 2),
         _num(cell.throughput_ips, 1),
         format_speedup(cell.speedup_vs_torch) if cell.speedup_vs_torch is not None else "-",
+        format_speedup(cell.speedup_vs_openvino_default)
+        if cell.speedup_vs_openvino_default is not None
+        else "-",
         _parity_cell(cell),
+        _peak_agreement(cell),
         _num(memory and memory.rss_peak_mib, 0),
         _num(memory and memory.rss_delta_mib, 0),
         _md_escape(_note(cell)),
     )
     return "| " + " | ".join(values) + " |"
+
+
+def _peak_agreement(cell: CellResult) -> str:
+    """The lowest heatmap-peak agreement with eager over the cell's heatmap outputs."""
+    if cell.parity is None:
+        return "-"
+    values = [
+        o["peak_agreement"] for o in cell.parity.outputs if o.get("peak_agreement") is not None
+    ]
+    return f"{min(values):.0%}" if values else "-"
 
 
 def _note(cell: CellResult) -> str:
@@ -182,7 +198,10 @@ def results_markdown(run: BenchRun) -> str:
         f"Runtime), device {device}. Timing: {plan.warmup} warm-up iteration(s) excluded, then "
         f"{budget}, one synchronous inference per sample (host arrays in, host arrays out). "
         "Throughput = batch / median latency. `vs eager` = eager torch fp32 median / this "
-        "median at the same model and batch.",
+        "median at the same model and batch; `vs OV default` = OpenVINO with no precision hint "
+        "(its own choice for this CPU) / this median. `peak agreement`: the lowest, over "
+        "heatmap outputs, fraction of eager's heatmap peaks (top-k corners after NMS, or "
+        "per-joint argmax) found at the same place, on the photographs.",
         "",
         f"Versions: {versions}.",
         "",

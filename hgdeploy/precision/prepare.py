@@ -69,6 +69,26 @@ def calibration_cache_path(output: str | Path) -> Path:
     return output.with_name(output.name + CACHE_SUFFIX)
 
 
+def calibration_images(
+    calib_dir: Path | None, count: int
+) -> tuple[list[tuple[str, np.ndarray]], list[tuple[str, np.ndarray]]]:
+    """The first ``count`` calibration images and the rest (for a quality check on unseen ones).
+
+    From ``calib_dir``, or scikit-image's bundled samples less ``HOLDOUT_SAMPLES``; every int8
+    path (TensorRT, ONNX Runtime, OpenVINO) calibrates on this same selection and preprocessing.
+    """
+    if calib_dir is not None:
+        available = images_in(calib_dir)
+    else:
+        available = [(n, p) for n, p in sample_images() if n not in HOLDOUT_SAMPLES]
+    chosen = available[:count]
+    return chosen, available[count:] or sample_images(HOLDOUT_SAMPLES)
+
+
+def image_source(calib_dir: Path | None) -> str:
+    return str(calib_dir) if calib_dir is not None else "scikit-image samples"
+
+
 def prepare_precision(
     name: str,
     fp32_onnx: Path,
@@ -102,7 +122,7 @@ def prepare_precision(
         "model": spec.name,
         "precision": precision,
         "source": {"path": str(fp32_onnx), "sha256": sha256_file(fp32_onnx)},
-        **_weights(checkpoint_info, fp32_onnx),
+        **weights_info(checkpoint_info, fp32_onnx),
         "corner_pool_nodes": count_corner_pool_nodes(source),
     }
     if precision == "fp32":
@@ -123,7 +143,7 @@ def _check_source(spec: ModelSpec, model: onnx.ModelProto, path: Path) -> None:
         raise HgDeployError(f"{path} is already {props[PRECISION_KEY]}; start from the fp32 ONNX")
 
 
-def _weights(checkpoint_info: dict[str, Any] | None, fp32_onnx: Path) -> dict[str, Any]:
+def weights_info(checkpoint_info: dict[str, Any] | None, fp32_onnx: Path) -> dict[str, Any]:
     """What the weights were: the caller's description, else the export sidecar's."""
     if checkpoint_info is not None:
         return {"weights_info": dict(checkpoint_info)}
@@ -223,7 +243,7 @@ class _Ranges:
 
 def _ranges_from_cache(spec: ModelSpec, path: Path, provenance: dict[str, Any]) -> _Ranges:
     record = read_calibration_cache(path)
-    _check_cache(record, spec, provenance, path)
+    check_cache_provenance(record, spec, provenance, path)
     described = {k: v for k, v in record.items() if k not in ("amax", "format")}
     described["cache"] = str(path)
     # Another export of the same weights (other batch size, opset) keeps the tensor names and
@@ -245,12 +265,8 @@ def _ranges_from_images(
     calib_batches: int,
 ) -> _Ranges:
     """Calibrate on the lowered graph and write the cache beside ``output``."""
-    if calib_dir is not None:
-        available = images_in(calib_dir)
-    else:
-        available = [(n, p) for n, p in sample_images() if n not in HOLDOUT_SAMPLES]
     batch = _feed_batch(source)
-    chosen = available[: calib_batches * batch]
+    chosen, unseen = calibration_images(calib_dir, calib_batches * batch)
     names, pixels = _unpack(chosen)
     amax = calibrate(
         lower_corner_pools(source),
@@ -261,18 +277,17 @@ def _ranges_from_images(
         "model": spec.name,
         "method": METHOD,
         "images": names,
-        "image_source": str(calib_dir) if calib_dir is not None else "scikit-image samples",
+        "image_source": image_source(calib_dir),
         "batch": batch,
         "batches": -(-len(chosen) // batch),
         "source_sha256": provenance["source"]["sha256"],
         "weights_info": provenance["weights_info"],
     }
     cache = write_calibration_cache(calibration_cache_path(output), amax, described)
-    unseen = available[len(chosen) :] or sample_images(HOLDOUT_SAMPLES)
     return _Ranges(amax, {**described, "cache": str(cache)}, cache, unseen)
 
 
-def _check_cache(
+def check_cache_provenance(
     record: dict[str, Any], spec: ModelSpec, provenance: dict[str, Any], path: Path
 ) -> None:
     """Refuse a cache made for another model or other weights (tensor names alone may match)."""

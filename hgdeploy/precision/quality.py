@@ -101,7 +101,7 @@ def precision_quality(
     for i, name in enumerate(outputs):
         ref = np.concatenate([run[i] for run in reference_runs])[:samples].astype(np.float64)
         cand = np.concatenate([run[i] for run in candidate_runs])[:samples].astype(np.float64)
-        agreement, metric = _peaks(spec, name, ref, cand)
+        agreement, metric = heatmap_peak_agreement(spec, name, ref, cand)
         report.rows.append(
             QualityRow(
                 output=name,
@@ -129,9 +129,10 @@ def _run_all(
         raise HgDeployError(f"ONNX Runtime cannot run the model: {first}") from None
 
 
-def _peaks(
+def heatmap_peak_agreement(
     spec: ModelSpec, output: str, ref: np.ndarray, cand: np.ndarray
 ) -> tuple[float | None, str | None]:
+    """(agreement, how it was computed) for a heatmap output; (None, None) for the others."""
     if output in CORNER_HEATS:
         k = spec.decode.K if spec.decode else DEFAULT_TOP_K
         kernel = spec.decode.kernel if spec.decode else 3

@@ -1,10 +1,12 @@
-"""OpenVINO on the CPU as a Polygraphy runner, at fp32 or bf16; plugin-form models are lowered.
+"""OpenVINO on the CPU as a Polygraphy runner: an ONNX (plugin form lowered) or an OpenVINO IR.
 
-OpenVINO, like ONNX Runtime, has no kernels for the TensorRT corner-pool plugin ops, so the
-model is rewritten with the exact standard-op lowering before it is read (same weights, same
-tensor names). bf16 is not a separate artifact: the fp32 ONNX is compiled with the bf16
-inference-precision hint. The hint is always set explicitly, because on a CPU with native bf16
-OpenVINO otherwise picks bf16 by itself and an "fp32" run would silently be bf16.
+OpenVINO, like ONNX Runtime, has no kernels for the TensorRT corner-pool plugin ops, so an ONNX
+is rewritten with the exact standard-op lowering before it is read (same weights, same tensor
+names); an IR from `build-engine --target openvino` is already lowered. bf16 is not a separate
+graph: the fp32 model is compiled with the bf16 inference-precision hint. The hint is always
+set explicitly (an int8 IR's non-quantized ops run fp32), because on a CPU with native bf16
+OpenVINO otherwise picks bf16 by itself and an "fp32" run would silently be bf16; only the
+``default`` precision leaves the choice to OpenVINO (the peer the bench compares against).
 """
 
 from __future__ import annotations
@@ -27,7 +29,13 @@ from hgdeploy.onnx_files import load_onnx
 from hgdeploy.runners.onnxrt_runner import runnable_model
 
 DEVICE = "CPU"
-INFERENCE_PRECISIONS: dict[str, ov.Type] = {"fp32": ov.Type.f32, "bf16": ov.Type.bf16}
+# precision -> inference-precision hint (None: OpenVINO's own default for this CPU).
+INFERENCE_PRECISIONS: dict[str, ov.Type | None] = {
+    "fp32": ov.Type.f32,
+    "bf16": ov.Type.bf16,
+    "int8": ov.Type.f32,  # the IR's FakeQuantize ops run int8; the rest stays fp32
+    "default": None,
+}
 
 
 def cpu_supports_bf16(core: ov.Core | None = None) -> bool:
@@ -57,6 +65,7 @@ class OpenVinoRunner(BaseRunner):
         threads: int | None = None,
         name: str | None = None,
     ) -> None:
+        """``onnx_model``: an ONNX (path or proto) or the path of an OpenVINO IR (.xml)."""
         super().__init__(name=name, prefix="openvino-runner")
         if precision not in INFERENCE_PRECISIONS:
             raise HgDeployError(
@@ -70,10 +79,10 @@ class OpenVinoRunner(BaseRunner):
 
     def compile_config(self) -> dict[Any, Any]:
         """The CPU plugin properties: precision hint, latency mode, and threads if given."""
-        config: dict[Any, Any] = {
-            hints.inference_precision: INFERENCE_PRECISIONS[self.precision],
-            hints.performance_mode: hints.PerformanceMode.LATENCY,
-        }
+        config: dict[Any, Any] = {hints.performance_mode: hints.PerformanceMode.LATENCY}
+        hint = INFERENCE_PRECISIONS[self.precision]
+        if hint is not None:
+            config[hints.inference_precision] = hint
         if self._threads:
             config[props.inference_num_threads] = self._threads
         return config
@@ -84,16 +93,30 @@ class OpenVinoRunner(BaseRunner):
             raise HgDeployError(
                 "OpenVINO bf16 needs a CPU with native bf16 (AVX512_BF16 or AMX); this one has none"
             )
-        source = self._onnx_model
-        model = source if isinstance(source, onnx.ModelProto) else load_onnx(source)
         try:
-            # read_model takes an in-memory ONNX as bytes; no temporary file is needed.
-            ov_model = core.read_model(runnable_model(model).SerializeToString())
-            del model
+            ov_model = self._read(core)
             self._compiled = core.compile_model(ov_model, DEVICE, self.compile_config())
         except RuntimeError as exc:
             raise HgDeployError(f"OpenVINO cannot load the model: {_reason(exc)}") from None
         self._request = self._compiled.create_infer_request()
+
+    def _read(self, core: ov.Core) -> ov.Model:
+        source = self._onnx_model
+        if not isinstance(source, onnx.ModelProto) and Path(source).suffix == ".xml":
+            if not Path(source).with_suffix(".bin").is_file():
+                raise HgDeployError(f"{source} has no weights file beside it (.bin)")
+            return core.read_model(str(source))
+        model = source if isinstance(source, onnx.ModelProto) else load_onnx(source)
+        # read_model takes an in-memory ONNX as bytes; no temporary file is needed.
+        return core.read_model(runnable_model(model).SerializeToString())
+
+    @property
+    def compiled_precision(self) -> str | None:
+        """The inference precision OpenVINO compiled with ("bf16" for "default" on a CPU with
+        bf16, "f32"); None before activation."""
+        if self._compiled is None:
+            return None
+        return self._compiled.get_property(hints.inference_precision).to_string()
 
     def get_input_metadata_impl(self) -> TensorMetadata:
         meta = TensorMetadata()

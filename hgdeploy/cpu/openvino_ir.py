@@ -1,0 +1,131 @@
+"""OpenVINO IR artifacts for the CPU: fp32, bf16 (a recorded compile hint) and int8 (NNCF).
+
+* fp32 / bf16: the plugin-free ONNX converted to IR with fp32 weights (``compress_to_fp16``
+  off: the CPU plugin would decompress them anyway, and fp32 parity wants exact weights). bf16
+  is not a different graph but OpenVINO's inference-precision hint; the IR records the
+  precision it was built for (rt_info ``hgdeploy/precision``) and the runner compiles with it.
+* int8: NNCF post-training quantization (its default for CPUs: symmetric int8 weights per
+  channel and activations per tensor, MinMax ranges, fast bias correction), as
+  ``nncf.quantize`` does for an OpenVINO model, with one difference: the statistics step and
+  the quantization step are run separately, so the collected statistics are saved as NNCF's
+  statistics cache (a directory) and a later build can quantize from that cache without images,
+  to the same IR.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import onnx
+import openvino as ov
+
+from hgdeploy.artifacts import current_umask, prepare_output_dir
+from hgdeploy.errors import HgDeployError
+from hgdeploy.runners.onnxrt_runner import runnable_model
+
+RT_INFO_PRECISION = ["hgdeploy", "precision"]
+SCHEME = (
+    "NNCF post-training quantization, default CPU preset: int8 symmetric weights per output "
+    "channel, int8 activations per tensor (MinMax), fast bias correction; FakeQuantize in IR"
+)
+STATISTICS_FORMAT = "NNCF statistics cache (directory: statistics_metadata.json + tensors)"
+
+
+def ov_model_from_onnx(model: onnx.ModelProto) -> ov.Model:
+    """The plugin-free graph as an OpenVINO model (corner pools lowered, names kept)."""
+    try:
+        return ov.Core().read_model(runnable_model(model).SerializeToString())
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise HgDeployError(f"OpenVINO cannot read the model: {first}") from None
+
+
+def quantize_nncf(
+    model: ov.Model,
+    *,
+    feeds: Sequence[dict[str, np.ndarray]] | None,
+    statistics: Path,
+    write_statistics: bool,
+) -> ov.Model:
+    """The NNCF int8 model; statistics collected on ``feeds`` and saved to the directory
+    ``statistics`` (with ``write_statistics``), or loaded from it."""
+    import nncf
+    from nncf.common.factory import StatisticsAggregatorFactory
+    from nncf.openvino.graph.model_utils import remove_friendly_name_duplicates
+    from nncf.openvino.graph.nncf_graph_builder import GraphConverter
+    from nncf.quantization.algorithms.post_training.algorithm import PostTrainingQuantization
+    from openvino._offline_transformations import compress_quantize_weights_transformation
+
+    nncf.set_log_level(logging.ERROR)
+    if write_statistics and not feeds:
+        raise HgDeployError("no calibration images")
+    if not write_statistics and not (statistics / "statistics_metadata.json").is_file():
+        raise HgDeployError(f"{statistics} is not an NNCF statistics cache (directory)")
+    model = remove_friendly_name_duplicates(model)
+    samples = list(feeds or [])
+    algorithm = PostTrainingQuantization(subset_size=max(1, len(samples)))
+    graph = GraphConverter.create_nncf_graph(model)
+    aggregator = StatisticsAggregatorFactory.create(model, nncf.Dataset(samples))
+    aggregator.register_statistic_points(algorithm.get_statistic_points(model, graph))
+    try:
+        if write_statistics:
+            aggregator.collect_statistics(model, graph)
+            _dump_statistics_atomically(aggregator, statistics)
+        else:
+            aggregator.load_statistics_from_dir(statistics)
+    except (nncf.StatisticsCacheError, nncf.ValidationError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise HgDeployError(f"NNCF statistics cache {statistics} does not fit: {first}") from None
+    quantized = algorithm.apply(model, graph, aggregator.statistic_points)
+    compress_quantize_weights_transformation(quantized)  # int8 weights in the IR, as nncf does
+    return quantized
+
+
+def _dump_statistics_atomically(aggregator: object, directory: Path) -> None:
+    """Dump into a temporary sibling directory, then rename it into place."""
+    prepare_output_dir(directory)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
+    try:
+        aggregator.dump_statistics(tmp)  # type: ignore[attr-defined]
+        os.chmod(tmp, 0o777 & ~current_umask())  # mkdtemp makes 0700; give the usual directory mode
+        if directory.exists():
+            _remove_tree(directory)
+        os.replace(tmp, directory)
+    finally:
+        if tmp.exists():
+            _remove_tree(tmp)
+
+
+def _remove_tree(path: Path) -> None:
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def save_ir(model: ov.Model, xml: Path, precision: str) -> Path:
+    """Write ``xml`` + ``.bin`` atomically (both renamed into place only once complete), with
+    fp32 weights kept and the target precision recorded in the IR's rt_info."""
+    model.set_rt_info(precision, RT_INFO_PRECISION)
+    prepare_output_dir(xml)
+    tmp_dir = Path(tempfile.mkdtemp(prefix=f".{xml.stem}.", dir=xml.parent))
+    try:
+        ov.save_model(model, str(tmp_dir / xml.name), compress_to_fp16=False)
+        # .bin first: an .xml in place always has its weights beside it.
+        os.replace(tmp_dir / xml.with_suffix(".bin").name, xml.with_suffix(".bin"))
+        os.replace(tmp_dir / xml.name, xml)
+    except (OSError, RuntimeError) as exc:
+        raise HgDeployError(f"cannot write {xml}: {exc}") from None
+    finally:
+        _remove_tree(tmp_dir)
+    return xml
+
+
+def ir_precision(model: ov.Model) -> str | None:
+    """The precision an hgdeploy IR was built for (None for IR made elsewhere)."""
+    if model.has_rt_info(RT_INFO_PRECISION):
+        return str(model.get_rt_info(RT_INFO_PRECISION))
+    return None
