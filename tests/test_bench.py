@@ -105,6 +105,7 @@ CELL_FIELDS: dict[str, tuple[type, ...]] = {
     "latency_ms": (dict, type(None)),
     "throughput_ips": (float, type(None)),
     "speedup_vs_torch": (float, type(None)),
+    "speedup_vs_openvino_default": (float, type(None)),  # no OpenVINO default cell: None
     "parity": (dict, type(None)),
     "memory": (dict, type(None)),
     "weights_mib": (float, type(None)),

@@ -131,7 +131,7 @@ class BatchType(click.ParamType):
 @seed_option
 @click.option(
     "--op",
-    type=click.Choice(["corner-pool"]),
+    type=click.Choice(["corner-pool", "matmul-peak"]),
     default=None,
     help="Run an operator micro-benchmark instead of the model matrix (--model then "
     "picks the pooled shapes of those models; default every shape).",
@@ -163,6 +163,9 @@ def bench_command(
         plan = TimingPlan(warmup, iterations or 10, None)
     if op == "corner-pool":
         _corner_pool(plan, models, threads, device, batches, output)
+        return
+    if op == "matmul-peak":
+        _matmul_peak(plan, threads, output)
         return
     from hgdeploy.bench.matrix import (
         RUNNER_FACTORIES,
@@ -201,6 +204,32 @@ def bench_command(
     bad = [c for c in run.cells if c.status in ("failed", "parity_failed")]
     if bad:
         console.print(f"[red]{len(bad)} cell(s) failed or failed parity; see the table[/]")
+    console.print(escape(f"wrote {', '.join(str(p) for p in written)}"))
+
+
+def _matmul_peak(plan: Any, threads: int | None, output: Path) -> None:
+    """The CPU's matmul peak per (backend, precision): the roofline the models are read against."""
+    from hgdeploy.bench.matmul_peak import measure_all, write_peaks
+    from hgdeploy.bench.matrix import host_info
+    from hgdeploy.bench.timing import available_cores
+
+    used = threads or available_cores()
+    with console.status("matmul peak (OpenVINO and ONNX Runtime, fp32/bf16/int8)"):
+        results = measure_all(plan, used)
+    table = Table(title="matrix-multiply peak")
+    for column in ("backend", "precision", "M x K x N", "median ms", "GFLOP/s", "note"):
+        table.add_column(column)
+    for r in results:
+        table.add_row(
+            r.backend,
+            r.precision,
+            f"{r.m}x{r.k}x{r.n}",
+            f"{r.median_ms:.2f}",
+            f"{r.gflops:.0f}",
+            r.note or "",
+        )
+    console.print(table)
+    written = write_peaks(results, output, host_info("cpu", used))
     console.print(escape(f"wrote {', '.join(str(p) for p in written)}"))
 
 

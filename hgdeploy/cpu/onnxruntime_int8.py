@@ -4,8 +4,9 @@ This is not the TensorRT int8 ONNX (`precision/int8.py`): TensorRT wants symmetr
 activations (zero point 0) on convolution inputs only, while ONNX Runtime's x86 int8 kernels
 (VNNI u8 x s8 dot products) want uint8 activations with a zero point, and run fastest when
 every op between convolutions (Add, MaxPool, Resize, ...) stays quantized too. Measured on the
-2-core CI CPU, HRNet: S8S8 (TensorRT form) 104 ms vs U8S8 25 ms. So the CPU model is made by
-ONNX Runtime's own quantizer, the one its kernels are tuned for:
+2-core CI CPU, HRNet batch 1: the TensorRT Q/DQ model on ONNX Runtime 182 ms (slower than the
+fp32 model's 75 ms: ORT runs it as DequantizeLinear + fp32 Conv), the U8S8 model 25.9 ms. So
+the CPU model is made by ONNX Runtime's own quantizer, the one its kernels are tuned for:
 
 1. ``quant_pre_process``: ONNX Runtime's graph optimizations (Conv+BatchNorm folding, ...), so
    the quantizer sees the graph the kernels will run.

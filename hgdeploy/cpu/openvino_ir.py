@@ -5,7 +5,8 @@
   is not a different graph but OpenVINO's inference-precision hint; the IR records the
   precision it was built for (rt_info ``hgdeploy/precision``) and the runner compiles with it.
 * int8: NNCF post-training quantization (its default for CPUs: symmetric int8 weights per
-  channel and activations per tensor, MinMax ranges, fast bias correction), as
+  channel and activations per tensor, MinMax ranges, fast bias correction; the lowered corner
+  pools' Pad ops left fp32), as
   ``nncf.quantize`` does for an OpenVINO model, with one difference: the statistics step and
   the quantization step are run separately, so the collected statistics are saved as NNCF's
   statistics cache (a directory) and a later build can quantize from that cache without images,
@@ -69,7 +70,13 @@ def quantize_nncf(
         raise HgDeployError(f"{statistics} is not an NNCF statistics cache (directory)")
     model = remove_friendly_name_duplicates(model)
     samples = list(feeds or [])
-    algorithm = PostTrainingQuantization(subset_size=max(1, len(samples)))
+    algorithm = PostTrainingQuantization(
+        subset_size=max(1, len(samples)),
+        # The lowered corner pools pad with -inf; OpenVINO's low-precision transformations
+        # cannot move a dequantization through such a Pad (compile fails in PadTransformation),
+        # so the pools stay fp32, as they do in the TensorRT int8 graph.
+        ignored_scope=nncf.IgnoredScope(types=["Pad"], validate=False),
+    )
     graph = GraphConverter.create_nncf_graph(model)
     aggregator = StatisticsAggregatorFactory.create(model, nncf.Dataset(samples))
     aggregator.register_statistic_points(algorithm.get_statistic_points(model, graph))
