@@ -243,11 +243,13 @@ def parity_command(
     for column in (
         "output",
         "max abs err",
+        "mean abs err",
         "max rel err",
         "abs err / range",
         "check",
         "atol",
         "rtol",
+        "peak agreement",
         "pass",
     ):
         table.add_column(column)
@@ -255,11 +257,13 @@ def parity_command(
         table.add_row(
             row.name,
             f"{row.max_abs:.3g}",
+            f"{row.mean_abs:.3g}",
             f"{row.max_rel:.3g}",
             f"{row.max_abs / row.scale:.3g}" if row.scale else "-",
             "each element" if row.stat == "elemwise" else f"{row.stat} error",
             f"{row.atol:.3g}",
             f"{row.rtol:g}",
+            "-" if row.peak_agreement is None else f"{row.peak_agreement:.0%}",
             "[green]yes[/]" if row.passed else "[red]NO[/]",
         )
     console.print(table)
@@ -270,6 +274,7 @@ def parity_command(
         f"{verdict} on {len(result.feeds)} feeds ({'; '.join(result.feeds)}); report {report_path}"
     )
     if not result.passed:
+        console.print(f"[red]{result.worst_failure()}[/]")
         sys.exit(1)
 
 

@@ -47,6 +47,7 @@ class OutputParity:
     rtol: float
     passed: bool
     stat: str = "elemwise"  # which error statistic atol/rtol bound (Polygraphy check_error_stat)
+    mean_abs: float = 0.0  # the worst feed's mean |a - b| (what a "mean" tolerance bounds)
     # Task-level agreement on the photographs (heatmap outputs only; see precision.quality):
     # the fraction of the reference's top-k corners / per-joint argmax peaks the backend finds
     # at the same place.
@@ -68,6 +69,10 @@ class ParityReport:
     def passed(self) -> bool:
         return all(o.passed for o in self.outputs)
 
+    def worst_failure(self) -> str | None:
+        """One line on the output furthest outside its tolerance (None if all pass)."""
+        return describe_failure(self.outputs)
+
     def to_json(self) -> dict[str, Any]:
         return {
             "model": self.model,
@@ -83,6 +88,23 @@ class ParityReport:
 
     def write(self, path: str | Path) -> Path:
         return write_text_atomic(path, json.dumps(self.to_json(), indent=2) + "\n")
+
+
+def checked_error(row: OutputParity) -> float:
+    """The error statistic the row's tolerance bounds: mean |a - b| for "mean", else the max."""
+    return row.mean_abs if row.stat == "mean" else row.max_abs
+
+
+def describe_failure(rows: list[OutputParity]) -> str | None:
+    failing = [r for r in rows if not r.passed]
+    if not failing:
+        return None
+    worst = max(failing, key=lambda r: checked_error(r) / r.atol if r.atol else math.inf)
+    what = "mean abs err" if worst.stat == "mean" else "max abs err"
+    return (
+        f"{len(failing)}/{len(rows)} outputs differ; worst {worst.name}: {what} "
+        f"{checked_error(worst):.3g} > atol {worst.atol:.3g} (rtol {worst.rtol:g})"
+    )
 
 
 def parity_feeds(
@@ -151,9 +173,10 @@ def compare_runners(
                     seen.add(name)
                     row.passed = row.passed and bool(result)
                     if isinstance(result, bool):  # a shape mismatch carries no metrics
-                        row.max_abs = row.max_rel = math.inf
+                        row.max_abs = row.max_rel = row.mean_abs = math.inf
                         continue
                     row.max_abs = max(row.max_abs, _finite_or_inf(result.max_absdiff))
+                    row.mean_abs = max(row.mean_abs, _finite_or_inf(result.mean_absdiff))
                     row.max_rel = max(row.max_rel, _finite_or_inf(result.max_reldiff))
     unmatched = [name for name in spec.output_names if name not in seen]
     if unmatched:

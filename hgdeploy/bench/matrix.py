@@ -60,7 +60,7 @@ from hgdeploy.exporters.onnx_export import (
     default_output,
     ensure_shared_export,
 )
-from hgdeploy.parity import Feed, compare_runners, parity_feeds
+from hgdeploy.parity import Feed, compare_runners, describe_failure, parity_feeds
 from hgdeploy.runners import BACKENDS, backend_unavailable_reason
 from hgdeploy.runners.torch_runner import TorchRunner
 from hgdeploy.zoo import ZOO, ModelSpec, get_spec
@@ -831,15 +831,8 @@ def check_parity(
         )
     with _strict_fp32(device):
         rows = compare_runners(spec, reference, _Borrowed(candidate), feeds, tolerances)
-    failing = [r for r in rows if not r.passed]
-    note = None
-    if failing:
-        worst = max(failing, key=lambda r: r.max_abs / r.atol if r.atol else float("inf"))
-        note = (
-            f"{len(failing)}/{len(rows)} outputs differ; worst {worst.name}: max abs err "
-            f"{worst.max_abs:.3g} > atol {worst.atol:.3g} (rtol {worst.rtol:g})"
-        )
-    return ParityOutcome(True, not failing, labels, [asdict(r) for r in rows], note)
+    note = describe_failure(rows)
+    return ParityOutcome(True, note is None, labels, [asdict(r) for r in rows], note)
 
 
 def _judged_precision(runner: BaseRunner, precision: str) -> str:
