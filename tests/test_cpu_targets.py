@@ -114,6 +114,7 @@ def test_every_supported_combination_passes_and_defaults_are_listed() -> None:
         (["--target", "openvino", "--int8", "--max-batch", "4"], "--max-batch: only for"),
         (["--target", "onnxruntime", "--prepare-only"], "--prepare-only: only for"),
         (["--target", "onnxruntime", "--calib-cache", "x.json"], "--calib-dir/--calib-cache only"),
+        (["--target", "openvino", "--output", "x.onnx"], "an OpenVINO IR is written as NAME.xml"),
     ],
 )
 def test_cli_refuses_bad_combinations_in_one_line(

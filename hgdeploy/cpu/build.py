@@ -96,14 +96,11 @@ def build_cpu_artifact(
         raise HgDeployError("--calib-dir/--calib-cache only apply to --int8")
     if request.calib_batches < 1:
         raise HgDeployError(f"--calib-batches must be >= 1, got {request.calib_batches}")
+    _check_output_suffix(request.target, request.output)
     fp32 = _fp32_onnx(request, step)
     source = load_onnx(fp32)
     _check_source(spec, source, fp32)
     output = request.output or default_cpu_artifact_path(fp32, request.target, precision)
-    if request.target == "openvino" and output.suffix != ".xml":
-        raise HgDeployError(f"an OpenVINO IR is written as NAME.xml (+ .bin), not {output.name}")
-    if request.target == "onnxruntime" and output.suffix != ".onnx":
-        raise HgDeployError(f"an ONNX Runtime model is written as NAME.onnx, not {output.name}")
     provenance: dict[str, Any] = {
         "kind": "openvino-ir" if request.target == "openvino" else "onnx",
         "model": spec.name,
@@ -122,6 +119,16 @@ def build_cpu_artifact(
     if request.target == "onnxruntime":
         return _build_onnxruntime(lowered, output, precision, provenance, calibration, step)
     return _build_openvino(lowered, output, precision, provenance, calibration, step)
+
+
+def _check_output_suffix(target: str, output: Path | None) -> None:
+    """Refuse an --output the target's runtime would not recognise (before any slow step)."""
+    if output is None:
+        return
+    if target == "openvino" and output.suffix != ".xml":
+        raise HgDeployError(f"an OpenVINO IR is written as NAME.xml (+ .bin), not {output.name}")
+    if target == "onnxruntime" and output.suffix != ".onnx":
+        raise HgDeployError(f"an ONNX Runtime model is written as NAME.onnx, not {output.name}")
 
 
 def ensure_cpu_artifact(

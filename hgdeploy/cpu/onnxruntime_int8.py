@@ -38,6 +38,7 @@ from onnxruntime.quantization import (
 )
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
+from hgdeploy.artifacts import atomic_path
 from hgdeploy.errors import HgDeployError
 
 SCHEME = (
@@ -111,8 +112,6 @@ def quantize_u8s8(
         finally:
             _QUANT_LOGGER.setLevel(level)
         if write_cache:
-            from hgdeploy.artifacts import atomic_path
-
             with atomic_path(cache) as tmp_cache:
                 shutil.copyfile(work_cache, tmp_cache)
         return onnx.load_model(str(quantized))
