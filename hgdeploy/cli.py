@@ -288,7 +288,7 @@ def parity_command(
     help="tensorrt: a GPU engine. openvino / onnxruntime: a CPU artifact (OpenVINO IR, or an "
     "ONNX for ONNX Runtime's CPU provider).",
 )
-@click.option("--fp32", "precision", flag_value="fp32", help="FP32.")
+@click.option("--fp32", "precision", flag_value="fp32", help="FP32 (the CPU targets' default).")
 @click.option(
     "--fp16",
     "precision",
@@ -339,7 +339,12 @@ def parity_command(
     default=None,
     help="TensorRT timing cache to load and update.",
 )
-@click.option("--output", type=click.Path(dir_okay=False), default=None, help="Engine path.")
+@click.option(
+    "--output",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Engine path (CPU targets: the .xml IR or .onnx); default: beside the fp32 ONNX.",
+)
 @click.option(
     "--calib-dir",
     type=click.Path(file_okay=False),
@@ -357,7 +362,8 @@ def parity_command(
     "--calib-batches",
     type=click.IntRange(min=1),
     default=None,
-    help="INT8: at most this many calibration batches (default 8; CPU targets: batch 1).",
+    help="INT8: at most this many calibration batches (default: 4 for TensorRT, 8 for the CPU "
+    "targets, which calibrate one image per batch).",
 )
 @click.option(
     "--prepare-only",
