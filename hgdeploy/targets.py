@@ -24,7 +24,6 @@ TARGET_PRECISIONS: dict[str, tuple[str, ...]] = {
 }
 TARGETS: tuple[str, ...] = tuple(TARGET_PRECISIONS)
 CPU_TARGETS: tuple[str, ...] = ("openvino", "onnxruntime")
-ALL_PRECISIONS: tuple[str, ...] = ("fp32", "fp16", "bf16", "int8")
 # The precision a bare `build-engine --target T` builds: TensorRT's fastest accurate one; on the
 # CPU, the one that needs neither calibration nor particular hardware.
 DEFAULT_PRECISION: dict[str, str] = {"tensorrt": "fp16", "openvino": "fp32", "onnxruntime": "fp32"}

@@ -22,6 +22,24 @@ def synthetic_model(name: str, seed: int = 0) -> nn.Module:
     return load_model(name, seed=seed)
 
 
+# hgdeploy modules that call `load_model` (imported by name), patched in tests that export,
+# check parity or bench a model many times.
+LOAD_MODEL_USERS = ("loader", "exporters.onnx_export", "parity_job")
+
+
+def cached_load_model(name: str, checkpoint: object = None, *, seed: int = 0) -> nn.Module:
+    """`load_model` without a checkpoint, from the session cache (HRNet's BN calibration is
+    slow on 2 cores and every export, parity check or bench run would repeat it)."""
+    assert checkpoint is None
+    return synthetic_model(name, seed)
+
+
+def use_cached_models(patch: pytest.MonkeyPatch) -> None:
+    """Route every `load_model` call of hgdeploy to `cached_load_model`."""
+    for where in LOAD_MODEL_USERS:
+        patch.setattr(f"hgdeploy.{where}.load_model", cached_load_model)
+
+
 def golden_input(shape: tuple[int, ...]) -> torch.Tensor:
     return torch.randn(shape, generator=torch.Generator().manual_seed(GOLDEN_INPUT_SEED))
 

@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner, Result
-from conftest import synthetic_model
+from conftest import use_cached_models
 from PIL import Image
 
 from hgdeploy.bench import matrix
@@ -54,18 +54,10 @@ def cli() -> None:
 cli.add_command(bench_command)
 
 
-def _cached_load_model(name: str, checkpoint: Any = None, *, seed: int = 0) -> torch.nn.Module:
-    """`load_model` without the checkpoint, from the session cache (HRNet's BN calibration is
-    slow on 2 cores and every bench run would repeat it)."""
-    assert checkpoint is None
-    return synthetic_model(name, seed)
-
-
 def invoke(workdir: Path, args: list[str]) -> Result:
     """Run `bench` from `workdir`, so artifacts/ (the exported ONNX) lands there."""
     with contextlib.chdir(workdir), pytest.MonkeyPatch.context() as patch:
-        patch.setattr("hgdeploy.loader.load_model", _cached_load_model)
-        patch.setattr("hgdeploy.exporters.onnx_export.load_model", _cached_load_model)
+        use_cached_models(patch)
         return CliRunner().invoke(cli, ["bench", *args], env={"COLUMNS": "220"})
 
 
@@ -258,7 +250,7 @@ def test_parity_failure_is_flagged_untrusted_and_out_of_the_headline(
             artifacts.model, "image", spec.input_shape(batch), spec.output_names, name="onnxruntime"
         )
 
-    monkeypatch.setattr("hgdeploy.loader.load_model", _cached_load_model)
+    use_cached_models(monkeypatch)
     factories = {"torch": matrix.torch_factory, "onnxruntime": broken}
     config = BenchConfig(
         models=(MODEL,),

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
-from conftest import synthetic_model
+from conftest import use_cached_models
 from onnx import TensorProto, helper
 
 from hgdeploy.bench.command import bench_command
@@ -32,16 +32,9 @@ MODEL = "hrnet"
 NO_BF16 = "this CPU has no native bf16 (AVX512_BF16 or AMX) for OpenVINO"
 
 
-def _cached_load_model(name: str, checkpoint: Any = None, *, seed: int = 0) -> torch.nn.Module:
-    """`load_model` from the session cache (HRNet's BN calibration is slow on 2 cores)."""
-    assert checkpoint is None
-    return synthetic_model(name, seed)
-
-
 @pytest.fixture(autouse=True)
 def _fast_models(monkeypatch: pytest.MonkeyPatch) -> None:
-    for where in ("loader", "exporters.onnx_export", "parity_job"):
-        monkeypatch.setattr(f"hgdeploy.{where}.load_model", _cached_load_model)
+    use_cached_models(monkeypatch)
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +42,7 @@ def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A directory holding HRNet's shared dynamic-batch export, where the bench will reuse it."""
     directory = tmp_path_factory.mktemp("openvino")
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr("hgdeploy.exporters.onnx_export.load_model", _cached_load_model)
+        use_cached_models(patch)
         export_to_file(
             MODEL, output=directory / default_output(MODEL, SHARED_EXPORT), options=SHARED_EXPORT
         )
@@ -71,7 +64,9 @@ def test_fp32_parity_with_fp32_tolerances(workdir: Path) -> None:
 
 def test_bf16_parity_with_bf16_tolerances(workdir: Path) -> None:
     if not cpu_supports_bf16():
-        pytest.skip(NO_BF16)
+        with pytest.raises(HgDeployError, match="^OpenVINO bf16 needs a CPU with native bf16"):
+            run_parity(MODEL, _onnx(workdir), backend="openvino", precision="bf16")
+        return
     report = run_parity(MODEL, _onnx(workdir), backend="openvino", precision="bf16")
     assert report.precision == "bf16" and report.feeds[0].startswith("images:")
     assert len(report.feeds) == 2  # reduced precision is judged on real images only

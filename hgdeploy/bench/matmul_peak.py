@@ -117,7 +117,11 @@ def measure_peak(
 
 
 def measure_all(plan: TimingPlan, threads: int) -> list[PeakResult]:
-    return [measure_peak(backend, precision, plan, threads) for backend, precision in PROBES]
+    """Every probe this CPU can run (OpenVINO bf16 needs native bf16; without it, no row)."""
+    from hgdeploy.runners.openvino_runner import cpu_supports_bf16
+
+    runnable = [p for p in PROBES if p != ("openvino", "bf16") or cpu_supports_bf16()]
+    return [measure_peak(backend, precision, plan, threads) for backend, precision in runnable]
 
 
 def write_peaks(results: list[PeakResult], output: Path, host: dict) -> list[Path]:

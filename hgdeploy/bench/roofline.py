@@ -21,8 +21,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-# bench precision -> the peak probe it is read against ("default" is what OpenVINO compiled to)
-_PROBE_FOR = {"fp32": "fp32", "bf16": "bf16", "int8": "int8"}
+PROBED_PRECISIONS = ("fp32", "bf16", "int8")  # the matmul-peak probes; "default" = compiled
 
 
 @cache
@@ -47,7 +46,7 @@ def _peaks(peak_record: dict[str, Any]) -> dict[tuple[str, str], float]:
 
 def _probe_precision(cell: dict[str, Any]) -> str | None:
     if cell["precision"] != "default":
-        return _PROBE_FOR.get(cell["precision"])
+        return cell["precision"] if cell["precision"] in PROBED_PRECISIONS else None
     providers = " ".join(cell.get("providers") or [])
     return "bf16" if "bf16" in providers else "fp32"
 

@@ -30,14 +30,15 @@ from hgdeploy.checkpoints import sha256_file
 from hgdeploy.errors import HgDeployError
 from hgdeploy.exporters.corner_pool_ops import count_corner_pool_nodes
 from hgdeploy.exporters.lowering import lower_corner_pools
-from hgdeploy.exporters.onnx_export import METADATA_MODEL_KEY, ensure_shared_export
-from hgdeploy.onnx_files import load_onnx, metadata
+from hgdeploy.exporters.onnx_export import METADATA_MODEL_KEY, fp32_onnx_for
+from hgdeploy.onnx_files import load_onnx
 from hgdeploy.precision.calibration import calibration_feeds
 from hgdeploy.precision.fp16 import PRECISION_KEY
 from hgdeploy.precision.prepare import (
     DEFAULT_CALIB_BATCHES,
     calibration_images,
     check_cache_provenance,
+    check_fp32_source,
     image_source,
     weights_info,
 )
@@ -97,9 +98,9 @@ def build_cpu_artifact(
     if request.calib_batches < 1:
         raise HgDeployError(f"--calib-batches must be >= 1, got {request.calib_batches}")
     _check_output_suffix(request.target, request.output)
-    fp32 = _fp32_onnx(request, step)
+    fp32 = fp32_onnx_for(request.model, request.onnx, request.checkpoint, step)
     source = load_onnx(fp32)
-    _check_source(spec, source, fp32)
+    check_fp32_source(spec, source, fp32)
     output = request.output or default_cpu_artifact_path(fp32, request.target, precision)
     provenance: dict[str, Any] = {
         "kind": "openvino-ir" if request.target == "openvino" else "onnx",
@@ -146,23 +147,6 @@ def ensure_cpu_artifact(
         return path
     request = CpuBuildRequest(name, target, precision, onnx=fp32_onnx)
     return build_cpu_artifact(request, on_step).path
-
-
-def _fp32_onnx(request: CpuBuildRequest, step: StepCallback) -> Path:
-    if request.onnx is None:
-        return ensure_shared_export(request.model, request.checkpoint, on_step=step)
-    if not request.onnx.is_file():
-        raise HgDeployError(f"ONNX file not found: {request.onnx}")
-    return request.onnx
-
-
-def _check_source(spec: ModelSpec, model: onnx.ModelProto, path: Path) -> None:
-    props = metadata(model)
-    made_for = props.get(METADATA_MODEL_KEY)
-    if made_for is not None and made_for != spec.name:
-        raise HgDeployError(f"{path} was exported from {made_for!r}, not {spec.name!r}")
-    if props.get(PRECISION_KEY, "fp32") != "fp32":
-        raise HgDeployError(f"{path} is already {props[PRECISION_KEY]}; start from the fp32 ONNX")
 
 
 class _Calibration:

@@ -2,8 +2,9 @@
 
 * fp32 / bf16: the plugin-free ONNX converted to IR with fp32 weights (``compress_to_fp16``
   off: the CPU plugin would decompress them anyway, and fp32 parity wants exact weights). bf16
-  is not a different graph but OpenVINO's inference-precision hint; the IR records the
-  precision it was built for (rt_info ``hgdeploy/precision``) and the runner compiles with it.
+  is not a different graph but OpenVINO's inference-precision hint; the IR (rt_info
+  ``hgdeploy/precision``) and its sidecar record the precision it was built for, and `parity`
+  compiles with the hint the sidecar names.
 * int8: NNCF post-training quantization (its default for CPUs: symmetric int8 weights per
   channel and activations per tensor, MinMax ranges, fast bias correction; the lowered corner
   pools' Pad ops left fp32), as
@@ -129,10 +130,3 @@ def save_ir(model: ov.Model, xml: Path, precision: str) -> Path:
     finally:
         _remove_tree(tmp_dir)
     return xml
-
-
-def ir_precision(model: ov.Model) -> str | None:
-    """The precision an hgdeploy IR was built for (None for IR made elsewhere)."""
-    if model.has_rt_info(RT_INFO_PRECISION):
-        return str(model.get_rt_info(RT_INFO_PRECISION))
-    return None

@@ -14,7 +14,7 @@ from pathlib import Path
 from hgdeploy.artifacts import read_sidecar
 from hgdeploy.engine.build import BuildSettings, build_engine, require_tensorrt
 from hgdeploy.errors import HgDeployError
-from hgdeploy.exporters.onnx_export import ensure_shared_export
+from hgdeploy.exporters.onnx_export import fp32_onnx_for
 from hgdeploy.precision.prepare import PreparedModel, prepare_precision
 from hgdeploy.zoo import get_spec
 
@@ -42,15 +42,6 @@ class EngineResult:
     engine: Path | None  # None with --prepare-only
 
 
-def _fp32_onnx(request: EngineRequest, step: StepCallback) -> Path:
-    """The given ONNX, or the shared dynamic-batch plugin export (reused when it matches)."""
-    if request.onnx is None:
-        return ensure_shared_export(request.model, request.checkpoint, on_step=step)
-    if not request.onnx.is_file():
-        raise HgDeployError(f"ONNX file not found: {request.onnx}")
-    return request.onnx
-
-
 def default_engine_path(prepared_onnx: Path, precision: str) -> Path:
     return prepared_onnx.with_name(f"{prepared_onnx.stem.split('_dyn')[0]}_{precision}.engine")
 
@@ -61,7 +52,7 @@ def run_build_engine(request: EngineRequest, on_step: StepCallback | None = None
     if request.precision not in PRECISIONS:
         raise HgDeployError(f"precision must be one of {', '.join(PRECISIONS)}")
     spec = get_spec(request.model)
-    fp32 = _fp32_onnx(request, step)
+    fp32 = fp32_onnx_for(request.model, request.onnx, request.checkpoint, step)
     sidecar = read_sidecar(fp32)  # the model itself is checked by prepare_precision
     if sidecar is not None and sidecar.get("corner_pool") == "onnx":
         raise HgDeployError(f"{fp32} has lowered corner pools; build engines from the plugin form")

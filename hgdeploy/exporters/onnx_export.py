@@ -230,3 +230,18 @@ def ensure_shared_export(
         on_step=on_step,
     )
     return path
+
+
+def fp32_onnx_for(
+    name: str,
+    onnx_path: Path | None,
+    checkpoint: str | Path | None = None,
+    on_step: StepCallback | None = None,
+) -> Path:
+    """The fp32 ONNX a build starts from: the given file (which must exist), or the shared
+    dynamic-batch plugin export of `name` (reused when it matches)."""
+    if onnx_path is None:
+        return ensure_shared_export(name, checkpoint, on_step=on_step)
+    if not Path(onnx_path).is_file():
+        raise HgDeployError(f"ONNX file not found: {onnx_path}")
+    return Path(onnx_path)

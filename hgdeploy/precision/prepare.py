@@ -116,7 +116,7 @@ def prepare_precision(
         raise HgDeployError("--calib-dir/--calib-cache only apply to --int8")
     fp32_onnx, output = Path(fp32_onnx), Path(output)
     source = load_onnx(fp32_onnx)
-    _check_source(spec, source, fp32_onnx)
+    check_fp32_source(spec, source, fp32_onnx)
     provenance = {
         "kind": "onnx",
         "model": spec.name,
@@ -134,7 +134,8 @@ def prepare_precision(
     )
 
 
-def _check_source(spec: ModelSpec, model: onnx.ModelProto, path: Path) -> None:
+def check_fp32_source(spec: ModelSpec, model: onnx.ModelProto, path: Path) -> None:
+    """Refuse an ONNX exported from another model, or one already converted from fp32."""
     props = metadata(model)
     made_for = props.get(METADATA_MODEL_KEY)
     if made_for is not None and made_for != spec.name:
