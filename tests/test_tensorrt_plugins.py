@@ -328,6 +328,18 @@ def test_register_without_tensorrt_raises_one_line(no_tensorrt) -> None:
     assert "\n" not in message
 
 
+def test_register_refuses_tensorrt_plugin_without_aot(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``tensorrt.plugin`` defines ``aot_impl`` even where its bindings lack AOT support (then it
+    has no KernelLaunchParams): that must be a one-line refusal, not an AttributeError."""
+    trt = SimpleNamespace(__version__="10.0.0")
+    trtp = SimpleNamespace(aot_impl=lambda plugin_id: None)
+    trt.plugin = trtp
+    monkeypatch.setitem(sys.modules, "tensorrt", trt)
+    monkeypatch.setitem(sys.modules, "tensorrt.plugin", trtp)
+    with pytest.raises(HgDeployError, match="TensorRT 10.0.0 has no AOT Python plugins"):
+        tp.register_corner_pool_plugins()
+
+
 def test_describe_plugins_without_tensorrt(no_tensorrt) -> None:
     described = tp.describe_plugins()
     assert [d["name"] for d in described] == tp.plugin_names()

@@ -1,8 +1,9 @@
 """Ahead-of-time compilation of the corner-pool kernels to PTX, with no GPU present.
 
-A TensorRT ``@trtp.aot_impl`` returns ``(kernel_name, ptx_or_cubin, KernelLaunchParams,
-SymIntExprs)``; TensorRT embeds the kernel in the engine and launches it with the arguments
-*input pointers, then the extra int32 args, then output pointers* - here ``(x, nc, h, w, y)``.
+A TensorRT ``@trtp.aot_impl`` returns ``(kernel_name, ptx, KernelLaunchParams, SymIntExprs)``
+(its documentation: "Presently, only PTX is supported"); TensorRT embeds the kernel in the
+engine and launches it with the arguments *input pointers, then the extra int32 args, then output
+pointers* - here ``(x, nc, h, w, y)``.
 ``compile_ptx`` returns everything that needs, e.g. inside the plugin (``inp`` its TensorDesc)::
 
     k = compile_ptx("TopPool", "fp16" if inp.dtype == trt.float16 else "fp32")
@@ -134,7 +135,8 @@ def entry_params(ptx: str) -> tuple[str, list[str]]:
 
 
 def assemble_cubin(compiled: CompiledCornerPool) -> bytes:
-    """Assemble the (scratch-free) PTX with Triton's bundled ptxas; a cubin TensorRT also takes."""
+    """Assemble the (scratch-free) PTX with Triton's bundled ptxas: proof that the edited PTX is
+    valid. Not for ``aot_impl``, which is documented to take PTX only."""
     from triton.backends.nvidia.compiler import get_ptxas, sm_arch_from_capability
 
     ptxas = get_ptxas(compiled.arch).path

@@ -73,7 +73,7 @@ AOT_ARCHS: dict[int, int] = {
 }
 DEFAULT_ARCH = 90
 
-#: The node attribute TensorRT's ONNX parser reads (as an INT) to pick AOT (1) or JIT (0).
+#: What ``parser_implementation`` returns; the node's INT attribute AOT_ATTRIBUTE picks it (1/0).
 IMPLEMENTATIONS: tuple[str, ...] = ("aot", "jit")
 
 
@@ -328,8 +328,10 @@ def _import_tensorrt_plugin() -> Any:
         import tensorrt.plugin as trtp
     except ImportError as exc:
         raise HgDeployError(f"TensorRT {version} has no tensorrt.plugin; use TensorRT 11") from exc
-    if not hasattr(trtp, "aot_impl"):
-        raise HgDeployError(f"TensorRT {version} has no tensorrt.plugin.aot_impl; use TensorRT 11")
+    # ``aot_impl`` is defined whatever the bindings support; KernelLaunchParams (and the AOT plugin
+    # class) only where they have QuickPluginCreationRequest (tensorrt.plugin's IS_AOT_ENABLED).
+    if not (hasattr(trtp, "aot_impl") and hasattr(trtp, "KernelLaunchParams")):
+        raise HgDeployError(f"TensorRT {version} has no AOT Python plugins; use TensorRT 11")
     return trtp
 
 
