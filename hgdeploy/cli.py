@@ -16,7 +16,7 @@ from hgdeploy.cli_options import (
     seed_option,
 )
 from hgdeploy.errors import HgDeployError
-from hgdeploy.targets import TARGETS
+from hgdeploy.targets import TARGETS, TENSORRT_INT8_HIGH_PRECISIONS
 from hgdeploy.zoo import ZOO
 
 if TYPE_CHECKING:
@@ -366,6 +366,13 @@ def parity_command(
     "targets, which calibrate one image per batch).",
 )
 @click.option(
+    "--high-precision",
+    type=click.Choice(TENSORRT_INT8_HIGH_PRECISIONS),
+    default=None,
+    help="TensorRT INT8: the type of the layers left unquantized (default: fp16, as NVIDIA "
+    "ModelOpt does; fp32 isolates the int8 error).",
+)
+@click.option(
     "--prepare-only",
     is_flag=True,
     help="Stop after writing the precision-prepared ONNX (no TensorRT needed).",
@@ -386,6 +393,7 @@ def build_engine_command(
     calib_dir: str | None,
     calib_cache: str | None,
     calib_batches: int | None,
+    high_precision: str | None,
     prepare_only: bool,
 ) -> None:
     """Build a deployable artifact: a TensorRT engine (default; FP32/FP16/INT8 ONNX prepared on
@@ -402,6 +410,8 @@ def build_engine_command(
         return Path(value) if value is not None else None
 
     precision = check_target(target, precision)
+    if target == "tensorrt" and high_precision is not None and precision != "int8":
+        raise HgDeployError("--high-precision only applies to --int8")
     if target != "tensorrt":
         tensorrt_only = {
             "--batch": batch,
@@ -410,6 +420,7 @@ def build_engine_command(
             "--max-batch": max_batch,
             "--workspace": workspace,
             "--timing-cache": timing_cache,
+            "--high-precision": high_precision,
             "--prepare-only": prepare_only or None,
         }
         given = [flag for flag, value in tensorrt_only.items() if value is not None]
@@ -441,6 +452,7 @@ def build_engine_command(
         calib_dir=path(calib_dir),
         calib_cache=path(calib_cache),
         calib_batches=calib_batches or EngineRequest.calib_batches,
+        high_precision=high_precision,
         prepare_only=prepare_only,
     )
     with console.status("building") as status:

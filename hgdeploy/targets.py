@@ -1,7 +1,8 @@
 """Deployment targets and the precisions each one builds: the single table `build-engine`,
 `parity` and `bench` consult, so an impossible combination fails the same way everywhere.
 
-* ``tensorrt`` (GPU): fp32, fp16 and int8 engines (int8 = symmetric Q/DQ, the form TensorRT fuses).
+* ``tensorrt`` (GPU): fp32, fp16 and int8 engines (int8 = symmetric Q/DQ, the form TensorRT fuses,
+  over an fp16 graph by default).
 * ``openvino`` (CPU): an OpenVINO IR at fp32, bf16 (OpenVINO's inference-precision hint, recorded
   with the IR) or int8 (post-training quantization with NNCF).
 * ``onnxruntime`` (CPU): the plugin-free ONNX at fp32, or int8 as a Q/DQ model with uint8
@@ -27,6 +28,9 @@ CPU_TARGETS: tuple[str, ...] = ("openvino", "onnxruntime")
 # The precision a bare `build-engine --target T` builds: TensorRT's fastest accurate one; on the
 # CPU, the one that needs neither calibration nor particular hardware.
 DEFAULT_PRECISION: dict[str, str] = {"tensorrt": "fp16", "openvino": "fp32", "onnxruntime": "fp32"}
+# TensorRT int8: the type of the layers the Q/DQ graph leaves unquantized (the first is the
+# default, as in NVIDIA ModelOpt); see hgdeploy/precision/int8.py.
+TENSORRT_INT8_HIGH_PRECISIONS: tuple[str, ...] = ("fp16", "fp32")
 # The artifact-name tag of each CPU build, distinct per target so an ONNX Runtime U8S8 model is
 # never mistaken for TensorRT's symmetric int8 Q/DQ ONNX (``*_int8.onnx``).
 CPU_ARTIFACT_TAGS: dict[tuple[str, str], str] = {

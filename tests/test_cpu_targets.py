@@ -106,6 +106,8 @@ def test_every_supported_combination_passes_and_defaults_are_listed() -> None:
         (["--target", "tensorrt", "--bf16"], "--target tensorrt builds fp32, fp16, int8, not bf16"),
         (["--target", "openvino", "--int8", "--max-batch", "4"], "--max-batch: only for"),
         (["--target", "onnxruntime", "--prepare-only"], "--prepare-only: only for"),
+        (["--target", "openvino", "--int8", "--high-precision", "fp32"], "--high-precision: only"),
+        (["--fp16", "--high-precision", "fp32"], "--high-precision only applies to --int8"),
         (["--target", "onnxruntime", "--calib-cache", "x.json"], "--calib-dir/--calib-cache only"),
         (["--target", "openvino", "--output", "x.onnx"], "an OpenVINO IR is written as NAME.xml"),
     ],

@@ -10,14 +10,15 @@ Bounds, from measurements (2 held-out images, seed-0 synthetic weights):
 * fp16: relative L2 0.003-0.007 per output (11-bit mantissa: ~5e-4 rounding per op, summed
   over ~100 layers); bound 0.02. Peak agreement 0.97-1.0; bound 0.85 (HRNet's synthetic
   heatmaps have near-ties, so one argmax in 34 can flip under any rounding).
-* int8: relative L2 0.13-0.26 per output, peak agreement 0.60-0.68 (Squeeze top-20 corners)
-  and 0.38 (HRNet per-joint argmax; chance is 1/3072). Random-weight networks amplify
-  rounding noise far more than trained ones: weight rounding alone, with exact activations,
-  gives 0.15 on HRNet, and ONNX Runtime's own quantize_static (MinMax, per-channel,
-  symmetric, Conv only) measured 0.21 on the same HRNet. A real defect is far outside the
-  bounds: activation scales 4x too small or 8x too large measured 0.6-1.4 relative L2 and
-  peak agreement 0.0-0.28. Bounds: relative L2 0.35, peak agreement 0.4 (Squeeze) / 0.2
-  (HRNet).
+* int8 (Conv and residual-Add inputs quantized, other layers fp16): relative L2 0.14-0.27 per
+  output, peak agreement 0.55-0.70 (Squeeze top-20 corners) and 0.26 (HRNet per-joint argmax;
+  chance is 1/3072). Random-weight networks amplify rounding noise far more than trained ones:
+  weight rounding alone, with exact activations, gives 0.15 on HRNet, and ONNX Runtime's own
+  quantize_static (MinMax, per-channel, symmetric, Conv only) measured 0.21 on the same HRNet;
+  quantizing the residual Adds too adds 0.00-0.03, fp16 instead of fp32 layers -0.01-+0.01. A
+  real defect is far outside the bounds: activation scales 4x too small or 8x too large
+  measured 0.6-1.4 relative L2 and peak agreement 0.0-0.28. Bounds: relative L2 0.35, peak
+  agreement 0.4 (Squeeze) / 0.2 (HRNet).
 """
 
 from __future__ import annotations
@@ -41,19 +42,20 @@ from hgdeploy.exporters.onnx_export import export_to_file
 from hgdeploy.images import sample_images
 from hgdeploy.onnx_files import metadata
 from hgdeploy.precision.calibration import (
+    CACHE_FORMAT,
     calibrate,
     calibration_feeds,
     read_calibration_cache,
     write_calibration_cache,
 )
-from hgdeploy.precision.int8 import activation_tensors, quantize_int8
+from hgdeploy.precision.int8 import quantize_int8
 from hgdeploy.precision.prepare import (
     HOLDOUT_SAMPLES,
     PreparedModel,
     calibration_cache_path,
     prepare_precision,
 )
-from hgdeploy.runners.onnxrt_runner import runnable_model
+from hgdeploy.precision.qdq_placement import activation_tensors, quantized_inputs
 from hgdeploy.zoo import get_spec
 
 pytestmark = pytest.mark.slow
@@ -64,6 +66,8 @@ FP16_MAX_REL_L2 = 0.02
 FP16_MIN_PEAKS = 0.85
 INT8_MAX_REL_L2 = 0.35
 INT8_MIN_PEAKS = {"squeeze": 0.4, "hrnet": 0.2}
+# The int8 graphs checked: the default (fp16 layers) for both models, and fp32 layers for one.
+INT8_GRAPHS = [("squeeze", "int8"), ("hrnet", "int8"), ("squeeze", "int8-fp32")]
 
 
 @pytest.fixture(scope="module")
@@ -93,6 +97,17 @@ def prepared(workdir: Path, fp32_onnx: dict[str, Path]) -> dict[tuple[str, str],
                 calib_batches=8,
                 checkpoint_info=None,
             )
+    # fp32 layers from the same ranges (the cache): the Q/DQ placement and int8 values are the
+    # same, only the type of everything else differs.
+    results["squeeze", "int8-fp32"] = prepare_precision(
+        "squeeze",
+        fp32_onnx["squeeze"],
+        "int8",
+        workdir / "squeeze_int8-fp32.onnx",
+        calib_cache=results["squeeze", "int8"].calibration_cache,
+        measure_quality=False,
+        high_precision="fp32",
+    )
     return results
 
 
@@ -169,10 +184,13 @@ def _producers(model: onnx.ModelProto) -> dict[str, onnx.NodeProto]:
     return {output: node for node in model.graph.node for output in node.output}
 
 
-@pytest.mark.parametrize("name", MODELS)
-def test_int8_qdq_on_every_conv_input(name: str, prepared: dict) -> None:
-    model = _load(prepared[name, "int8"].path)
+@pytest.mark.parametrize("key", INT8_GRAPHS, ids="-".join)
+def test_int8_qdq_on_every_conv_input(
+    key: tuple[str, str], prepared: dict, fp32_onnx: dict[str, Path]
+) -> None:
+    model = _load(prepared[key].path)
     _full_check(model)
+    high = np.float16 if key[1] == "int8" else np.float32
     producer = _producers(model)
     initializers = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
     convs = [n for n in model.graph.node if n.op_type in ("Conv", "ConvTranspose")]
@@ -180,7 +198,7 @@ def test_int8_qdq_on_every_conv_input(name: str, prepared: dict) -> None:
         dq = producer[conv.input[0]]
         assert dq.op_type == "DequantizeLinear", conv.name
         assert producer[dq.input[0]].op_type == "QuantizeLinear", conv.name
-        assert initializers[dq.input[1]].shape == ()  # activations: per tensor
+        assert initializers[dq.input[1]].shape == () and initializers[dq.input[1]].dtype == high
         assert initializers[dq.input[2]].dtype == np.int8 and initializers[dq.input[2]] == 0
         weight_dq = producer[conv.input[1]]
         assert weight_dq.op_type == "DequantizeLinear", conv.name
@@ -188,29 +206,43 @@ def test_int8_qdq_on_every_conv_input(name: str, prepared: dict) -> None:
         scale, zero = initializers[weight_dq.input[1]], initializers[weight_dq.input[2]]
         axis = onnx.helper.get_attribute_value(weight_dq.attribute[0])
         assert axis == (0 if conv.op_type == "Conv" else 1)
-        assert weight.dtype == np.int8 and scale.dtype == np.float32
+        assert weight.dtype == np.int8 and scale.dtype == high
         assert scale.shape == (weight.shape[axis],) and np.all(scale > 0)
         assert zero.dtype == np.int8 and zero.shape == scale.shape and not zero.any()
-        if len(conv.input) > 2:  # biases stay fp32
-            assert initializers[conv.input[2]].dtype == np.float32
+        if len(conv.input) > 2:  # biases stay in the high-precision type
+            assert initializers[conv.input[2]].dtype == high
+    for value in (*model.graph.input, *model.graph.output):
+        assert value.type.tensor_type.elem_type == TensorProto.FLOAT, value.name
     ops = [n.op_type for n in model.graph.node]
-    assert ops.count("QuantizeLinear") == len({c.input[0] for c in convs})
-    assert ops.count("DequantizeLinear") == len({c.input[0] for c in convs}) + len(convs)
+    quantized = activation_tensors(_load(fp32_onnx[key[0]]))
+    assert ops.count("QuantizeLinear") == len(quantized)
+    assert ops.count("DequantizeLinear") == len(quantized) + len(convs)
     assert metadata(model)["hgdeploy.precision"] == "int8"
+    assert metadata(model)["hgdeploy.high_precision"] == high.__name__.replace("float", "fp")
 
 
-def test_int8_keeps_plugin_nodes_unquantized(prepared: dict) -> None:
-    model = _load(prepared["squeeze", "int8"].path)
+@pytest.mark.parametrize("key", INT8_GRAPHS, ids="-".join)
+def test_int8_residual_adds_read_a_quantized_skip(
+    key: tuple[str, str], prepared: dict, fp32_onnx: dict[str, Path]
+) -> None:
+    """Each residual Add reads its skip through Q/DQ and its conv branch directly (fusible)."""
+    model = _load(prepared[key].path)
     producer = _producers(model)
-    pools = [n for n in model.graph.node if is_corner_pool_node(n)]
-    assert len(pools) == PLUGIN_NODES["squeeze"]
-    qdq = ("QuantizeLinear", "DequantizeLinear")
-    for pool in pools:
-        assert producer[pool.input[0]].op_type not in qdq
-        readers = [n for n in model.graph.node if pool.output[0] in n.input]
-        assert readers and all(r.op_type not in qdq for r in readers)
-    lowered = runnable_model(model)
-    assert not any(count_corner_pool_nodes(lowered).values())
+    residual = 0
+    for add in (n for n in model.graph.node if n.op_type == "Add"):
+        kinds = [producer[i].op_type if i in producer else "input" for i in add.input]
+        if "DequantizeLinear" not in kinds:
+            continue
+        residual += 1
+        assert kinds.count("DequantizeLinear") == 1, add.name
+        branch = producer[add.input[1 - kinds.index("DequantizeLinear")]]
+        while branch.op_type in ("Relu", "BatchNormalization"):
+            branch = producer[branch.input[0]]
+        assert branch.op_type in ("Conv", "ConvTranspose"), add.name
+    sites = quantized_inputs(_load(fp32_onnx[key[0]]))
+    assert residual == sum(site.reason == "residual" for site in sites) > 0
+    sidecar = json.loads(prepared[key].sidecar.read_text())
+    assert sidecar["quantization"]["residual_add_inputs"] == residual
 
 
 @pytest.mark.parametrize("name", MODELS)
@@ -226,7 +258,8 @@ def test_int8_outputs_close_to_fp32(name: str, prepared: dict) -> None:
     calibration = sidecar["calibration"]
     assert calibration["method"] == "max"
     assert not set(calibration["images"]) & set(sidecar["quality"]["images"])
-    assert sidecar["quantization"]["plugin_nodes_fp32"]["TopPool"] == PLUGIN_NODES[name] // 4
+    assert sidecar["quantization"]["plugin_nodes"]["TopPool"] == PLUGIN_NODES[name] // 4
+    assert sidecar["quantization"]["plugin_dtype"] == sidecar["quantization"]["high_precision"]
     assert Path(calibration["cache"]) == calibration_cache_path(result.path)
 
 
@@ -329,19 +362,22 @@ def test_rejects_missing_and_empty_calibration_dirs(fp32_onnx: dict, workdir: Pa
 def test_rejects_bad_caches(prepared: dict, fp32_onnx: dict, workdir: Path) -> None:
     squeeze = fp32_onnx["squeeze"]
     corrupt = workdir / "corrupt.calib.json"
-    corrupt.write_text('{"format": "hgdeploy-calibration/1", "amax": {"a": ')
+    corrupt.write_text('{"format": "%s", "amax": {"a": ' % CACHE_FORMAT)
     other_model = prepared["hrnet", "int8"].calibration_cache
     record = json.loads(prepared["squeeze", "int8"].calibration_cache.read_text())
     other_weights = workdir / "seed1.calib.json"
     other_weights.write_text(json.dumps({**record, "weights_info": {"seed": 1}}))
     partial = workdir / "partial.calib.json"
     partial.write_text(json.dumps({**record, "amax": {"image": 1.0}}))
+    older = workdir / "older.calib.json"
+    older.write_text(json.dumps({**record, "format": "hgdeploy-calibration/1"}))
     cases = {
         workdir / "absent.json": "not found",
         corrupt: "corrupt",
         other_model: "is for model 'hrnet'",
         other_weights: "other weights",
         partial: "different graph",
+        older: "older calibration cache",
     }
     for cache, expected in cases.items():
         with pytest.raises(HgDeployError) as excinfo:
@@ -357,6 +393,8 @@ def test_rejects_wrong_sources_and_options(prepared: dict, fp32_onnx: dict, work
         (("squeeze", fp32_onnx["squeeze"], "int4"), {}, "precision must be"),
         (("squeeze", fp32_onnx["squeeze"], "fp16"), {"calib_dir": workdir}, "only apply"),
         (("squeeze", fp32_onnx["squeeze"], "int8"), {"calib_batches": 0}, "calib-batches"),
+        (("squeeze", fp32_onnx["squeeze"], "fp16"), {"high_precision": "fp32"}, "only applies"),
+        (("squeeze", fp32_onnx["squeeze"], "int8"), {"high_precision": "bf16"}, "one of fp16"),
     ]
     for args, kwargs, expected in cases:
         with pytest.raises(HgDeployError) as excinfo:

@@ -15,6 +15,7 @@ from hgdeploy.artifacts import read_sidecar
 from hgdeploy.engine.build import BuildSettings, build_engine, require_tensorrt
 from hgdeploy.errors import HgDeployError
 from hgdeploy.exporters.onnx_export import fp32_onnx_for
+from hgdeploy.precision.int8 import DEFAULT_HIGH_PRECISION
 from hgdeploy.precision.prepare import PreparedModel, prepare_precision
 from hgdeploy.zoo import get_spec
 
@@ -33,7 +34,15 @@ class EngineRequest:
     calib_dir: Path | None = None
     calib_cache: Path | None = None
     calib_batches: int = 4
+    high_precision: str | None = None  # int8: type of the unquantized layers (default fp16)
     prepare_only: bool = False
+
+    @property
+    def file_tag(self) -> str:
+        """``int8`` for the default int8 graph, ``int8-fp32`` for one with fp32 layers."""
+        if self.high_precision in (None, DEFAULT_HIGH_PRECISION):
+            return self.precision
+        return f"{self.precision}-{self.high_precision}"
 
 
 @dataclass(frozen=True)
@@ -56,7 +65,7 @@ def run_build_engine(request: EngineRequest, on_step: StepCallback | None = None
     sidecar = read_sidecar(fp32)  # the model itself is checked by prepare_precision
     if sidecar is not None and sidecar.get("corner_pool") == "onnx":
         raise HgDeployError(f"{fp32} has lowered corner pools; build engines from the plugin form")
-    prepared_path = fp32.with_name(f"{fp32.stem}_{request.precision}.onnx")
+    prepared_path = fp32.with_name(f"{fp32.stem}_{request.file_tag}.onnx")
     step(f"preparing the {request.precision} ONNX")
     prepared = prepare_precision(
         spec.name,
@@ -66,11 +75,12 @@ def run_build_engine(request: EngineRequest, on_step: StepCallback | None = None
         calib_dir=request.calib_dir,
         calib_cache=request.calib_cache,
         calib_batches=request.calib_batches,
+        high_precision=request.high_precision,
     )
     if request.prepare_only:
         return EngineResult(prepared, None)
     require_tensorrt(prepared.path)
-    output = request.output or default_engine_path(fp32, request.precision)
+    output = request.output or default_engine_path(fp32, request.file_tag)
     step(f"building the TensorRT engine {output} (this takes minutes)")
     engine = build_engine(
         spec,

@@ -36,11 +36,13 @@ from hgdeploy.artifacts import write_text_atomic
 from hgdeploy.errors import HgDeployError
 from hgdeploy.exporters.onnx_export import INPUT_NAME
 from hgdeploy.images import preprocess
-from hgdeploy.precision.int8 import activation_tensors
+from hgdeploy.precision.qdq_placement import activation_tensors
 from hgdeploy.runners.onnxrt_runner import runnable_model, session_builder
 from hgdeploy.zoo import ModelSpec
 
-CACHE_FORMAT = "hgdeploy-calibration/1"
+# /2: the int8 graph also quantizes residual Add inputs, so /1 caches lack those tensors.
+CACHE_FORMAT = "hgdeploy-calibration/2"
+CACHE_FAMILY = "hgdeploy-calibration/"
 METHOD = "max"
 
 
@@ -70,7 +72,7 @@ def calibrate(
     tensors: Sequence[str] | None = None,
     threads: int | None = None,
 ) -> dict[str, float]:
-    """Absolute max of each tensor (default: every Conv/ConvTranspose data input) over feeds.
+    """Absolute max of each tensor (default: every tensor the int8 graph quantizes) over feeds.
 
     A plugin-form model is lowered first; the names stay those of the plugin form.
     """
@@ -144,7 +146,13 @@ def read_calibration_cache(path: str | Path) -> dict[str, Any]:
         record = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise HgDeployError(f"corrupt calibration cache {path}: {exc}") from None
-    if not isinstance(record, dict) or record.get("format") != CACHE_FORMAT:
+    found = record.get("format") if isinstance(record, dict) else None
+    if isinstance(found, str) and found.startswith(CACHE_FAMILY) and found != CACHE_FORMAT:
+        raise HgDeployError(
+            f"{path} is an older calibration cache ({found}, this hgdeploy reads {CACHE_FORMAT} "
+            "and quantizes more tensors); recalibrate"
+        )
+    if found != CACHE_FORMAT:
         raise HgDeployError(f"{path} is not an hgdeploy calibration cache ({CACHE_FORMAT})")
     amax = record.get("amax")
     if not isinstance(amax, dict) or not amax:

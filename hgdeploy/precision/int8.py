@@ -1,24 +1,35 @@
 """Explicit INT8 quantization: QuantizeLinear/DequantizeLinear pairs TensorRT builds from.
 
 TensorRT 11 builds strongly typed networks only, so INT8 is not a builder flag any more: the
-ONNX itself says which tensors are int8. This pass writes the explicit-quantization pattern
-TensorRT's ONNX parser fuses into int8 convolutions:
+ONNX itself says which tensors are int8 and which type every other layer runs in. This pass
+writes the explicit-quantization pattern TensorRT's ONNX parser fuses into int8 kernels:
 
-* every Conv/ConvTranspose activation input ``x`` goes through ``Q(x) -> DQ``, per tensor,
-  symmetric (zero point 0, scale = amax / 127, amax from calibration);
+* the activations ``qdq_placement`` picks (every Conv/ConvTranspose data input and the residual
+  input of residual Adds) go through ``Q(x) -> DQ``, per tensor, symmetric (zero point 0,
+  scale = amax / 127, amax from calibration); all consumers of a tensor share its pair;
 * every Conv/ConvTranspose weight is stored as an int8 initializer behind one ``DQ`` with
   per-output-channel scales (axis 0 for Conv ``[Cout, Cin/g, kh, kw]``, axis 1 for
   ConvTranspose ``[Cin, Cout/g, kh, kw]``), zero points 0;
-* biases stay fp32 (TensorRT folds them into the int8 kernel's fp32 epilogue);
-* everything else, the corner-pool plugin nodes included, stays fp32 and untouched.
+* biases stay in the high-precision type (TensorRT folds them into the int8 kernel's epilogue);
+* everything else, the corner-pool plugin nodes included, runs in the *high-precision* type:
+  fp16 by default (what NVIDIA ModelOpt's ``high_precision_dtype`` defaults to), or fp32. In a
+  strongly typed network this is what decides the type of every unquantized layer and of the
+  int8 kernels' outputs: with fp32, each Conv writes fp32 and the Adds, Resizes and corner
+  pools run in fp32 on tensors twice the size.
+
+For fp16 the Q/DQ model is made in fp32 and then converted by ``fp16.convert_fp16`` (fp32 graph
+inputs/outputs kept); Q/DQ scales become fp16 (opset >= 19 allows that), so each scale is
+rounded to an fp16 value *before* the weights are quantized with it, and floored at fp16's
+smallest normal number: the int8 values and the scales TensorRT reads are exactly those the
+rounding used, and the conversion changes no scale.
 
 Why insert the nodes here rather than run ``onnxruntime.quantization.quantize_static``: the
 ORT quantizer has to run the model it quantizes to calibrate it, and ONNX Runtime cannot run
-the plugin nodes; it also quantizes biases to int32 and other ops (Add, Concat, ...) unless
+the plugin nodes; it also quantizes biases to int32 and other ops (Concat, pools, ...) unless
 told otherwise, and its node naming and placement change between releases. Inserting the
-pattern directly is a few dozen lines, depends only on ``onnx``, keeps the plugin-form graph
-otherwise byte-identical, and is a pure function of (model, amax): the same calibration cache
-always gives the same bytes.
+pattern directly depends only on ``onnx``, keeps the plugin-form graph otherwise unchanged, and
+is a pure function of (model, amax, high precision): the same calibration cache always gives
+the same bytes.
 """
 
 from __future__ import annotations
@@ -32,79 +43,104 @@ from onnx import TensorProto, helper, numpy_helper
 
 from hgdeploy.errors import HgDeployError
 from hgdeploy.exporters.graph_names import UniqueNames
+from hgdeploy.precision.fp16 import convert_fp16
+from hgdeploy.precision.qdq_placement import WEIGHTED_OPS, QuantizedInput, quantized_inputs
+from hgdeploy.targets import TENSORRT_INT8_HIGH_PRECISIONS
 
-QUANTIZED_OPS = ("Conv", "ConvTranspose")
 # The output-channel axis of each op's weight: per-channel scales run along it.
 WEIGHT_AXIS = {"Conv": 0, "ConvTranspose": 1}
 INT8_MAX = 127
-# Per-axis QuantizeLinear/DequantizeLinear (the `axis` attribute) exist from opset 13 on.
-MIN_OPSET = 13
-# A zero amax (an all-zero weight channel or a dead activation) would give scale 0, which
-# TensorRT rejects and which divides by zero; such a tensor quantizes to zeros at any scale.
-MIN_AMAX = 1e-6
+HIGH_PRECISIONS = TENSORRT_INT8_HIGH_PRECISIONS
+DEFAULT_HIGH_PRECISION = HIGH_PRECISIONS[0]
+# Per-axis Q/DQ (the `axis` attribute) exist from opset 13 on; fp16 scales from opset 19.
+MIN_OPSET = {"fp32": 13, "fp16": 19}
+# The smallest scale: a zero amax (an all-zero weight channel or a dead activation) would give
+# scale 0, which TensorRT rejects and which divides by zero; such a tensor quantizes to zeros at
+# any scale. For fp16 scales, fp16's smallest normal number (2**-14): no subnormal scales.
+MIN_SCALE = {"fp32": np.float32(1e-6 / INT8_MAX), "fp16": np.float32(2.0**-14)}
 PRECISION_KEY = "hgdeploy.precision"
 QUANTIZATION_KEY = "hgdeploy.quantization"
-SCHEME = (
-    "int8 explicit Q/DQ, symmetric (zero point 0, scale = amax/127): Conv/ConvTranspose "
-    "weights per output channel, activations per tensor; biases and other ops fp32"
-)
+HIGH_PRECISION_KEY = "hgdeploy.high_precision"
 
 
-def quantized_nodes(model: onnx.ModelProto) -> list[onnx.NodeProto]:
-    """The main graph's Conv/ConvTranspose nodes, in graph order."""
-    return [node for node in model.graph.node if node.op_type in QUANTIZED_OPS]
-
-
-def activation_tensors(model: onnx.ModelProto) -> list[str]:
-    """Names of the tensors that need a calibrated amax: every quantized op's data input.
-
-    The lowering of corner pools keeps tensor names, so the same list holds for the plugin form
-    (which TensorRT builds) and the lowered form (which ONNX Runtime calibrates).
-    """
-    return list(dict.fromkeys(node.input[0] for node in quantized_nodes(model)))
-
-
-def quantize_int8(plugin_model: onnx.ModelProto, amax: Mapping[str, float]) -> onnx.ModelProto:
-    """A copy of ``plugin_model`` with explicit int8 Q/DQ on every Conv/ConvTranspose input.
-
-    ``amax`` maps activation tensor names (see ``activation_tensors``) to their calibrated
-    absolute maximum. Raises HgDeployError when it lacks a tensor or holds a non-finite value,
-    or when a weight is not a constant initializer.
-    """
-    _require_opset(plugin_model)
-    needed = activation_tensors(plugin_model)
-    _check_amax(needed, amax)
-    model = onnx.ModelProto()
-    model.CopyFrom(plugin_model)
-    _Quantizer(model).run({name: float(amax[name]) for name in needed})
-    _set_props(model, {PRECISION_KEY: "int8", QUANTIZATION_KEY: SCHEME})
-    return model
-
-
-def symmetric_scale(amax: float | np.ndarray) -> np.ndarray:
-    """float32 scale(s) for symmetric int8: amax / 127, with zero amax floored at MIN_AMAX."""
-    return (np.maximum(np.float32(amax), np.float32(MIN_AMAX)) / np.float32(INT8_MAX)).astype(
-        np.float32
+def scheme(high_precision: str) -> str:
+    """One line describing the quantization, for metadata and sidecars."""
+    return (
+        "int8 explicit Q/DQ, symmetric (zero point 0, scale = amax/127): Conv/ConvTranspose "
+        "weights per output channel; Conv/ConvTranspose inputs and residual Add inputs per "
+        f"tensor; biases and all other ops {high_precision}"
     )
 
 
-def quantize_weight(weight: np.ndarray, axis: int) -> tuple[np.ndarray, np.ndarray]:
+def quantize_int8(
+    plugin_model: onnx.ModelProto,
+    amax: Mapping[str, float],
+    high_precision: str = DEFAULT_HIGH_PRECISION,
+) -> onnx.ModelProto:
+    """A copy of ``plugin_model`` with explicit int8 Q/DQ (see the module doc).
+
+    ``amax`` maps activation tensor names (see ``activation_tensors``) to their calibrated
+    absolute maximum; ``high_precision`` is the type of everything not quantized. Raises
+    HgDeployError when ``amax`` lacks a tensor or holds a non-finite value, when a weight is not
+    a constant initializer, or when the opset is too old.
+    """
+    if high_precision not in HIGH_PRECISIONS:
+        raise HgDeployError(
+            f"high precision must be one of {', '.join(HIGH_PRECISIONS)}, got {high_precision!r}"
+        )
+    _require_opset(plugin_model, high_precision)
+    sites = quantized_inputs(plugin_model)
+    needed = list(dict.fromkeys(site.tensor for site in sites))
+    _check_amax(needed, amax)
+    model = onnx.ModelProto()
+    model.CopyFrom(plugin_model)
+    _Quantizer(model, high_precision).run(sites, {name: float(amax[name]) for name in needed})
+    if high_precision == "fp16":
+        model = convert_fp16(model)
+    _set_props(
+        model,
+        {
+            PRECISION_KEY: "int8",
+            HIGH_PRECISION_KEY: high_precision,
+            QUANTIZATION_KEY: scheme(high_precision),
+        },
+    )
+    return model
+
+
+def symmetric_scale(amax: float | np.ndarray, high_precision: str = "fp32") -> np.ndarray:
+    """float32 scale(s) for symmetric int8: amax / 127, floored at MIN_SCALE.
+
+    For fp16 the scale is rounded to the nearest fp16 value, so the fp16 conversion of the
+    model keeps it exactly.
+    """
+    scale = np.float32(amax) / np.float32(INT8_MAX)
+    scale = np.maximum(scale, MIN_SCALE[high_precision]).astype(np.float32)
+    if high_precision == "fp16":
+        scale = scale.astype(np.float16).astype(np.float32)
+    return scale
+
+
+def quantize_weight(
+    weight: np.ndarray, axis: int, high_precision: str = "fp32"
+) -> tuple[np.ndarray, np.ndarray]:
     """(int8 weight, float32 per-channel scales) along ``axis``, as QuantizeLinear would round."""
     reduce_axes = tuple(i for i in range(weight.ndim) if i != axis)
     amax = np.abs(weight).max(axis=reduce_axes)
-    scale = symmetric_scale(amax)
+    scale = symmetric_scale(amax, high_precision)
     shape = [1] * weight.ndim
     shape[axis] = -1
     quantized = np.rint(weight.astype(np.float32) / scale.reshape(shape))
     return np.clip(quantized, -INT8_MAX - 1, INT8_MAX).astype(np.int8), scale
 
 
-def _require_opset(model: onnx.ModelProto) -> None:
+def _require_opset(model: onnx.ModelProto, high_precision: str) -> None:
     versions = [op.version for op in model.opset_import if op.domain in ("", "ai.onnx")]
-    if versions and versions[0] < MIN_OPSET:
+    needed = MIN_OPSET[high_precision]
+    if versions and versions[0] < needed:
         raise HgDeployError(
-            f"int8 Q/DQ needs ONNX opset >= {MIN_OPSET}, the model has {versions[0]}; "
-            "export with a newer --opset"
+            f"int8 Q/DQ with {high_precision} layers needs ONNX opset >= {needed}, the model has "
+            f"{versions[0]}; export with a newer --opset"
         )
 
 
@@ -133,14 +169,18 @@ def _set_props(model: onnx.ModelProto, props: dict[str, str]) -> None:
 class _Quantizer:
     """Rewrites one graph in place: Q/DQ after each calibrated tensor, DQ on int8 weights."""
 
-    def __init__(self, model: onnx.ModelProto) -> None:
+    def __init__(self, model: onnx.ModelProto, high_precision: str) -> None:
+        self._high_precision = high_precision
         self._graph = model.graph
         self._initializers = {t.name: t for t in self._graph.initializer}
         self._names = UniqueNames(self._graph)
         self._new_initializers: list[TensorProto] = []
 
-    def run(self, amax: dict[str, float]) -> None:
+    def run(self, sites: list[QuantizedInput], amax: dict[str, float]) -> None:
         graph = self._graph
+        rewired: dict[int, list[QuantizedInput]] = {}
+        for site in sites:
+            rewired.setdefault(site.node, []).append(site)
         dequantized = {name: self._fresh(f"{name}_dequantized") for name in amax}
         # Q/DQ pairs go right after the tensor's producer (or first, for graph inputs), so the
         # node list stays topologically sorted without a re-sort.
@@ -154,10 +194,11 @@ class _Quantizer:
             if name in graph_inputs:
                 nodes.extend(pairs[name])
         weight_cache: dict[str, str] = {}
-        for node in graph.node:
-            if node.op_type in QUANTIZED_OPS:
+        for position, node in enumerate(graph.node):
+            if node.op_type in WEIGHTED_OPS:
                 nodes.extend(self._weight_dq(node, weight_cache))
-                node.input[0] = dequantized[node.input[0]]
+            for site in rewired.get(position, ()):
+                node.input[site.index] = dequantized[site.tensor]
             nodes.append(node)
             for output in node.output:
                 if output in pairs:
@@ -168,7 +209,8 @@ class _Quantizer:
         graph.initializer.extend(self._new_initializers)
 
     def _activation_pair(self, name: str, amax: float, output: str) -> list[onnx.NodeProto]:
-        scale = self._constant(f"{name}_scale", symmetric_scale(amax).reshape(()))
+        value = symmetric_scale(amax, self._high_precision).reshape(())
+        scale = self._constant(f"{name}_scale", value)
         zero = self._constant(f"{name}_zero_point", np.zeros((), np.int8))
         quantized = self._fresh(f"{name}_quantized")
         return [
@@ -199,7 +241,9 @@ class _Quantizer:
                 "is not an fp32 initializer"
             )
         axis = WEIGHT_AXIS[node.op_type]
-        quantized, scale = quantize_weight(numpy_helper.to_array(tensor), axis)
+        quantized, scale = quantize_weight(
+            numpy_helper.to_array(tensor), axis, self._high_precision
+        )
         q_name = self._constant(f"{weight_name}_quantized", quantized)
         scale_name = self._constant(f"{weight_name}_scale", scale)
         zero_name = self._constant(f"{weight_name}_zero_point", np.zeros(scale.shape, np.int8))

@@ -39,7 +39,14 @@ from hgdeploy.precision.calibration import (
     write_calibration_cache,
 )
 from hgdeploy.precision.fp16 import PRECISION_KEY, convert_fp16, fp16_block_list
-from hgdeploy.precision.int8 import SCHEME, WEIGHT_AXIS, activation_tensors, quantize_int8
+from hgdeploy.precision.int8 import (
+    DEFAULT_HIGH_PRECISION,
+    HIGH_PRECISIONS,
+    WEIGHT_AXIS,
+    quantize_int8,
+    scheme,
+)
+from hgdeploy.precision.qdq_placement import activation_tensors, quantized_inputs
 from hgdeploy.precision.quality import QualityReport, precision_quality
 from hgdeploy.zoo import ModelSpec, get_spec
 
@@ -100,12 +107,14 @@ def prepare_precision(
     calib_batches: int = DEFAULT_CALIB_BATCHES,
     checkpoint_info: dict[str, Any] | None = None,
     measure_quality: bool = True,
+    high_precision: str | None = None,
 ) -> PreparedModel:
     """Write ``output`` (the ONNX for a ``precision`` engine) and its sidecar; see module doc.
 
     ``checkpoint_info`` describes the weights (as export sidecars do: ``weights``, ``seed`` or
     ``checkpoint``/``sha256``); by default it is read from the fp32 ONNX's sidecar. A
     calibration cache made with other weights, or for another model, is refused.
+    ``high_precision`` (int8 only; default fp16) is the type of the layers left unquantized.
     """
     spec = get_spec(name)
     if precision not in PRECISIONS:
@@ -114,6 +123,11 @@ def prepare_precision(
         raise HgDeployError(f"--calib-batches must be >= 1, got {calib_batches}")
     if precision != "int8" and (calib_dir is not None or calib_cache is not None):
         raise HgDeployError("--calib-dir/--calib-cache only apply to --int8")
+    if precision != "int8" and high_precision is not None:
+        raise HgDeployError("--high-precision only applies to --int8")
+    high_precision = high_precision or DEFAULT_HIGH_PRECISION
+    if high_precision not in HIGH_PRECISIONS:
+        raise HgDeployError(f"--high-precision must be one of {', '.join(HIGH_PRECISIONS)}")
     fp32_onnx, output = Path(fp32_onnx), Path(output)
     source = load_onnx(fp32_onnx)
     check_fp32_source(spec, source, fp32_onnx)
@@ -129,8 +143,9 @@ def prepare_precision(
         return _copy_through(fp32_onnx, output, provenance)
     if precision == "fp16":
         return _prepare_fp16(spec, source, output, provenance, measure_quality)
+    ranges_request = _RangesRequest(calib_dir, calib_cache, calib_batches)
     return _prepare_int8(
-        spec, source, output, provenance, calib_dir, calib_cache, calib_batches, measure_quality
+        spec, source, output, provenance, ranges_request, high_precision, measure_quality
     )
 
 
@@ -207,16 +222,17 @@ def _prepare_int8(
     source: onnx.ModelProto,
     output: Path,
     provenance: dict[str, Any],
-    calib_dir: Path | None,
-    calib_cache: Path | None,
-    calib_batches: int,
+    request: _RangesRequest,
+    high_precision: str,
     measure_quality: bool,
 ) -> PreparedModel:
-    if calib_cache is not None:
-        ranges = _ranges_from_cache(spec, Path(calib_cache), provenance)
+    if request.calib_cache is not None:
+        ranges = _ranges_from_cache(spec, Path(request.calib_cache), provenance)
     else:
-        ranges = _ranges_from_images(spec, source, output, provenance, calib_dir, calib_batches)
-    quantized = quantize_int8(source, ranges.amax)
+        ranges = _ranges_from_images(
+            spec, source, output, provenance, request.calib_dir, request.calib_batches
+        )
+    quantized = quantize_int8(source, ranges.amax, high_precision)
     quality, quality_names = None, []
     if measure_quality:
         quality_names, pixels = _unpack(ranges.quality_pool[:QUALITY_IMAGES])
@@ -225,11 +241,20 @@ def _prepare_int8(
     fields = {
         **provenance,
         "calibration": ranges.record,
-        "quantization": _scheme_fields(quantized),
+        "quantization": _scheme_fields(source, quantized, high_precision),
         "quality": _quality_fields(quality, quality_names),
         "sha256": sha256_file(output),
     }
     return PreparedModel(output, write_sidecar(output, fields), quality, ranges.cache)
+
+
+@dataclass(frozen=True)
+class _RangesRequest:
+    """Where int8 ranges come from: a calibration cache, else images (a directory or samples)."""
+
+    calib_dir: Path | None
+    calib_cache: Path | None
+    calib_batches: int
 
 
 @dataclass(frozen=True)
@@ -332,15 +357,21 @@ def _quality_fields(report: QualityReport | None, images: list[str]) -> dict[str
     return {"images": images, **report.to_dict()}
 
 
-def _scheme_fields(model: onnx.ModelProto) -> dict[str, Any]:
-    ops = [node.op_type for node in model.graph.node]
+def _scheme_fields(
+    source: onnx.ModelProto, quantized: onnx.ModelProto, high_precision: str
+) -> dict[str, Any]:
+    ops = [node.op_type for node in quantized.graph.node]
+    sites = quantized_inputs(source)
     return {
-        "scheme": SCHEME,
+        "scheme": scheme(high_precision),
+        "high_precision": high_precision,
         "weight_axis": WEIGHT_AXIS,
         "quantize_linear_nodes": ops.count("QuantizeLinear"),
         "dequantize_linear_nodes": ops.count("DequantizeLinear"),
         "quantized_ops": {op: ops.count(op) for op in WEIGHT_AXIS},
-        "plugin_nodes_fp32": count_corner_pool_nodes(model),
+        "residual_add_inputs": sum(site.reason == "residual" for site in sites),
+        "plugin_nodes": count_corner_pool_nodes(quantized),
+        "plugin_dtype": high_precision,
     }
 
 
