@@ -1,15 +1,17 @@
 """Where the int8 Q/DQ pairs go: the inputs TensorRT can fuse into int8 kernels.
 
-TensorRT's explicit-quantization rules (its developer guide, "Q/DQ layer-placement
-recommendations", and what NVIDIA ModelOpt's ONNX quantizer does for it):
+TensorRT's explicit-quantization rules, as NVIDIA states them (TensorRT developer guide,
+explicit quantization: quantize the inputs of weighted operations, not their outputs; the
+TensorRT quantization toolkits: "Q/DQ nodes need to be added to residual connections") and as
+NVIDIA ModelOpt's ONNX quantizer applies them (``qdq_graph.build_non_residual_input_map``):
 
 * quantize every input of a weighted op (Conv, ConvTranspose): the activation through
   ``Q -> DQ``, the weight through ``DQ`` (see ``int8.py``);
 * quantize the *residual* input of a residual Add, i.e. ``Add(conv_branch, skip)`` where
-  ``conv_branch`` is a Conv (optionally followed by BatchNormalization and/or Relu). TensorRT then
-  fuses the Add (and a following Relu) into the conv branch's int8 kernel, which reads the skip
-  tensor in int8; left unquantized, the skip arrives in floating point and the Add runs as a
-  separate layer on full-size tensors;
+  ``conv_branch`` is a Conv (optionally followed by BatchNormalization and/or Relu), so that
+  TensorRT can fuse the Add (and a following Relu) into the conv branch's int8 kernel, which then
+  reads the skip tensor in int8 (the fusion NVIDIA documents; not yet observed here, since no
+  TensorRT machine has been available);
 * do not quantize the conv branch's input of that Add (it is the fused kernel's own output), nor
   the outputs of weighted ops in general.
 
