@@ -78,6 +78,24 @@ def test_engine_compatibility_checks() -> None:
         _check(batch=14)
 
 
+def test_int8_artifacts_are_named_by_their_layer_type() -> None:
+    from hgdeploy.engine.build import BuildSettings
+    from hgdeploy.engine.job import EngineRequest, default_engine_path
+
+    def tag(precision: str, high: str | None) -> str:
+        settings = BuildSettings(BatchProfile(1, 1, 1))
+        return EngineRequest("squeeze", precision, settings, high_precision=high).file_tag
+
+    assert [tag("int8", None), tag("int8", "fp16"), tag("int8", "fp32")] == [
+        "int8",
+        "int8",
+        "int8-fp32",
+    ]
+    assert tag("fp16", None) == "fp16"
+    engine = default_engine_path(Path("a/squeeze_dyn_plugin.onnx"), "int8-fp32")
+    assert engine == Path("a/squeeze_int8-fp32.engine")
+
+
 def test_engine_without_sidecar_is_refused(tmp_path: Path) -> None:
     engine = tmp_path / "model.engine"
     with pytest.raises(HgDeployError, match="engine not found"):
@@ -145,6 +163,31 @@ def test_engine_matches_eager_within_precision_tolerance(
         assert report.passed, [o for o in report.outputs if not o.passed]
     with pytest.raises(HgDeployError, match="outside"):
         run_parity(name, result.engine, backend="tensorrt", batch=3)
+
+
+@pytest.mark.gpu
+@pytest.mark.tensorrt
+def test_int8_engine_with_fp32_layers(tmp_path: Path) -> None:
+    """`--high-precision fp32`: the same Q/DQ placement over fp32 layers (plugins in fp32)."""
+    from hgdeploy.engine.build import BuildSettings
+    from hgdeploy.engine.job import EngineRequest, run_build_engine
+    from hgdeploy.exporters.onnx_export import ExportOptions, export_to_file
+
+    name = "squeeze"
+    options = ExportOptions(batch=1, dynamic_batch=True, corner_pool="plugin")
+    fp32 = export_to_file(name, output=tmp_path / f"{name}.onnx", options=options).path
+    profile = batch_profile(ZOO[name], min_batch=1, opt_batch=1, max_batch=1)
+    request = EngineRequest(
+        model=name,
+        precision="int8",
+        settings=BuildSettings(profile),
+        onnx=fp32,
+        high_precision="fp32",
+    )
+    result = run_build_engine(request)
+    assert result.prepared.path.name == f"{name}_int8-fp32.onnx"
+    assert result.engine is not None and result.engine.name == f"{name}_int8-fp32.engine"
+    _engine_matches_onnxruntime(name, result.engine, result.prepared.path, 1)
 
 
 def _engine_matches_onnxruntime(name: str, engine: Path, onnx_path: Path, batch: int) -> None:
