@@ -44,7 +44,12 @@ from onnx import TensorProto, helper, numpy_helper
 from hgdeploy.errors import HgDeployError
 from hgdeploy.exporters.graph_names import UniqueNames
 from hgdeploy.precision.fp16 import convert_fp16
-from hgdeploy.precision.qdq_placement import WEIGHTED_OPS, QuantizedInput, quantized_inputs
+from hgdeploy.precision.qdq_placement import (
+    WEIGHTED_OPS,
+    QuantizedInput,
+    quantized_inputs,
+    tensors_of,
+)
 from hgdeploy.targets import TENSORRT_INT8_HIGH_PRECISIONS
 
 # The output-channel axis of each op's weight: per-channel scales run along it.
@@ -90,7 +95,7 @@ def quantize_int8(
         )
     _require_opset(plugin_model, high_precision)
     sites = quantized_inputs(plugin_model)
-    needed = list(dict.fromkeys(site.tensor for site in sites))
+    needed = tensors_of(sites)
     _check_amax(needed, amax)
     model = onnx.ModelProto()
     model.CopyFrom(plugin_model)

@@ -67,7 +67,12 @@ def activation_tensors(model: onnx.ModelProto) -> list[str]:
     The lowering of corner pools keeps tensor names, so the same list holds for the plugin form
     (which TensorRT builds) and the lowered form (which ONNX Runtime calibrates).
     """
-    return list(dict.fromkeys(site.tensor for site in quantized_inputs(model)))
+    return tensors_of(quantized_inputs(model))
+
+
+def tensors_of(sites: list[QuantizedInput]) -> list[str]:
+    """The distinct tensors the sites read, in order (a tensor may feed several sites)."""
+    return list(dict.fromkeys(site.tensor for site in sites))
 
 
 class _Graph:
