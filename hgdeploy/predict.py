@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from hgdeploy.images import preprocess, read_image, sample_images
-from hgdeploy.loader import load_model
+from hgdeploy.base.images import preprocess, read_image, sample_images
+from hgdeploy.base.zoo import get_spec
 from hgdeploy.models.decode import decode_with
-from hgdeploy.zoo import get_spec
+from hgdeploy.models.loader import load_model
 
 
 @dataclass

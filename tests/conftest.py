@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch import nn
 
-from hgdeploy.loader import load_model
+from hgdeploy.models.loader import load_model
 
 GOLDEN_INPUT_SEED = 7  # the input seed used when tests/data/golden was recorded upstream
 
@@ -24,7 +24,7 @@ def synthetic_model(name: str, seed: int = 0) -> nn.Module:
 
 # hgdeploy modules that call `load_model` (imported by name), patched in tests that export,
 # check parity or bench a model many times.
-LOAD_MODEL_USERS = ("loader", "exporters.onnx_export", "parity_job")
+LOAD_MODEL_USERS = ("models.loader", "exporters.onnx_export")
 
 
 def cached_load_model(name: str, checkpoint: object = None, *, seed: int = 0) -> nn.Module:

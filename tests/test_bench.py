@@ -25,13 +25,14 @@ from click.testing import CliRunner, Result
 from conftest import use_cached_models
 from PIL import Image
 
+from hgdeploy.backends import Backend, get_backend
+from hgdeploy.backends.tensorrt import default_engine_path
 from hgdeploy.bench import matrix
-from hgdeploy.bench.command import bench_command
 from hgdeploy.bench.matrix import BenchConfig, CellResult, SkipCell, run_matrix
 from hgdeploy.bench.report import headline_ratios, results_markdown
 from hgdeploy.bench.timing import LatencyStats, PeakRss, TimingPlan, time_callable
-from hgdeploy.cli_options import CliGroup
-from hgdeploy.runners import backend_unavailable_reason
+from hgdeploy.cli.bench import bench_command
+from hgdeploy.cli.options import CliGroup
 from hgdeploy.runners.torch_runner import TorchRunner
 
 MODEL = "hrnet"
@@ -168,7 +169,7 @@ def test_tensorrt_is_reported_skipped_with_its_reason(tiny_run: tuple[Result, Pa
     result, output = tiny_run
     trt = _cells(output)["tensorrt"]
     assert trt["status"] == "skipped" and trt["latency_ms"] is None
-    unavailable = backend_unavailable_reason("tensorrt")
+    unavailable = get_backend("tensorrt").unavailable_reason()
     if unavailable is not None:
         assert trt["reason"] == unavailable
     else:  # a GPU machine with TensorRT, but this test built no engine
@@ -215,7 +216,7 @@ def test_a_raising_backend_is_recorded_failed_and_the_run_continues(
     def out_of_memory(*_: Any) -> Any:
         raise MemoryError("cannot allocate 48 GiB for the activations\nsecond line")
 
-    monkeypatch.setitem(matrix.RUNNER_FACTORIES, "onnxruntime", out_of_memory)
+    monkeypatch.setattr(get_backend("onnxruntime"), "bench_runner", out_of_memory)
     result = invoke(
         workdir,
         tiny_matrix_args("failing"),
@@ -245,13 +246,18 @@ class _OffByOne(TorchRunner):
 def test_parity_failure_is_flagged_untrusted_and_out_of_the_headline(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    def broken(spec: Any, batch: int, precision: str, artifacts: matrix.Artifacts) -> Any:
-        return _OffByOne(
-            artifacts.model, "image", spec.input_shape(batch), spec.output_names, name="onnxruntime"
-        )
+    class Broken(Backend):
+        name = "onnxruntime"
+        summary = "the eager model with every output shifted"
+
+        def bench_runner(self, context: matrix.RunContext, batch: int, precision: str) -> Any:
+            spec = context.spec
+            return _OffByOne(
+                context.model, "image", spec.input_shape(batch), spec.output_names, name=self.name
+            )
 
     use_cached_models(monkeypatch)
-    factories = {"torch": matrix.torch_factory, "onnxruntime": broken}
+    backends = {"torch": get_backend("torch"), "onnxruntime": Broken()}
     config = BenchConfig(
         models=(MODEL,),
         backends=("onnxruntime", "torch"),
@@ -259,7 +265,7 @@ def test_parity_failure_is_flagged_untrusted_and_out_of_the_headline(
         plan=TimingPlan(warmup=0, iterations=2),
         threads=1,
     )
-    run = run_matrix(config, factories=factories)
+    run = run_matrix(config, backends=backends)
     by_backend = {c.backend: c for c in run.cells}
     assert [c.backend for c in run.cells] == ["torch", "onnxruntime"]  # the baseline runs first
     bad = by_backend["onnxruntime"]
@@ -272,23 +278,23 @@ def test_parity_failure_is_flagged_untrusted_and_out_of_the_headline(
 
 
 def test_tensorrt_cells_without_a_usable_engine_are_skipped_with_the_fix(tmp_path: Path) -> None:
-    from hgdeploy.artifacts import write_sidecar
-    from hgdeploy.zoo import get_spec
+    from hgdeploy.base.artifacts import write_sidecar
+    from hgdeploy.base.zoo import get_spec
 
     spec = get_spec(MODEL)
     engine = tmp_path / "hrnet_fp16.engine"
 
     def skip_reason(batch: int, precision: str) -> str:
-        artifacts = matrix.Artifacts(
+        context = matrix.RunContext(
             spec,
             torch.nn.Identity(),
             "cuda",
             1,
             engine,
-            matrix._OnnxSource(MODEL, None, 0, lambda _: None),
+            matrix.OnnxSource(MODEL, None, 0, lambda _: None),
         )
         with pytest.raises(SkipCell) as caught:
-            matrix.tensorrt_factory(spec, batch, precision, artifacts)
+            get_backend("tensorrt").bench_runner(context, batch, precision)
         return str(caught.value)
 
     assert skip_reason(1, "fp16").startswith(
@@ -308,7 +314,7 @@ def test_tensorrt_cells_without_a_usable_engine_are_skipped_with_the_fix(tmp_pat
     assert skip_reason(32, "fp16").endswith(
         "profile (1..4): run hgdeploy build-engine --model hrnet --fp16 --max-batch 32"
     )
-    assert matrix.default_engine_path(MODEL, "fp16") == Path("artifacts/hrnet/hrnet_fp16.engine")
+    assert default_engine_path(MODEL, "fp16") == Path("artifacts/hrnet/hrnet_fp16.engine")
 
 
 # --- the corner-pool micro-benchmark ------------------------------------------------------------
@@ -428,7 +434,7 @@ def test_bad_option_combinations_are_one_line_errors(
 
 
 def test_batches_default_to_one_and_the_documented_size() -> None:
-    from hgdeploy.zoo import get_spec
+    from hgdeploy.base.zoo import get_spec
 
     assert BenchConfig().batches_for(get_spec("squeeze")) == [1, 13]
     assert BenchConfig(batches=(1, "documented")).batches_for(get_spec("saccade")) == [1, 2, 4]

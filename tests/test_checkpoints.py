@@ -9,11 +9,11 @@ import torch
 from click.testing import CliRunner
 from conftest import golden_input, synthetic_model
 
-from hgdeploy.checkpoints import read_state_dict, strip_wrapper_prefix
+from hgdeploy.base.errors import HgDeployError
+from hgdeploy.base.zoo import ZOO
 from hgdeploy.cli import main
-from hgdeploy.errors import HgDeployError
-from hgdeploy.loader import load_model
-from hgdeploy.zoo import ZOO
+from hgdeploy.models.checkpoints import read_state_dict, strip_wrapper_prefix
+from hgdeploy.models.loader import load_model
 
 
 def _prefixed(state_dict: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:

@@ -10,8 +10,8 @@ import numpy as np
 from click.testing import CliRunner
 from PIL import Image
 
+from hgdeploy.base.zoo import ZOO
 from hgdeploy.cli import main
-from hgdeploy.zoo import ZOO
 
 
 def test_models_lists_every_zoo_entry() -> None:

@@ -11,7 +11,7 @@ import pytest
 import torch
 from onnx import TensorProto, helper
 
-from hgdeploy.errors import HgDeployError
+from hgdeploy.base.errors import HgDeployError
 from hgdeploy.exporters.corner_pool_ops import (
     DOMAIN,
     OP_TYPES,

@@ -1,4 +1,4 @@
-"""CPU targets (`build-engine --target onnxruntime|openvino`): artifacts, parity at each target's
+"""CPU backends (`hgdeploy build --backend onnxruntime|openvino`): artifacts, parity at each backend's
 precision, calibration caches that reproduce the int8 model, and rejected combinations.
 
 HRNet is the small model (15 GFLOP/image, no corner pools to wait for in export); the corner
@@ -22,19 +22,20 @@ import pytest
 from click.testing import CliRunner
 from conftest import use_cached_models
 
-from hgdeploy.artifacts import read_sidecar, sidecar_path, write_sidecar
-from hgdeploy.bench.command import bench_command
+from hgdeploy.backends import BuildRequest, get_backend
+from hgdeploy.backends.build_job import run_build
+from hgdeploy.backends.registry import backend_choices
+from hgdeploy.base.artifacts import read_sidecar, sidecar_path, write_sidecar
+from hgdeploy.base.errors import HgDeployError
+from hgdeploy.base.images import preprocess, sample_images
+from hgdeploy.base.zoo import get_spec
 from hgdeploy.bench.matrix import CellResult, compute_speedups
 from hgdeploy.bench.timing import LatencyStats
 from hgdeploy.cli import main
-from hgdeploy.cpu.build import CpuBuildRequest, build_cpu_artifact, default_cpu_artifact_path
-from hgdeploy.errors import HgDeployError
+from hgdeploy.cli.bench import bench_command
 from hgdeploy.exporters.onnx_export import SHARED_EXPORT, default_output, export_to_file
-from hgdeploy.images import preprocess, sample_images
-from hgdeploy.parity_job import run_parity
+from hgdeploy.parity.job import run_parity
 from hgdeploy.runners.openvino_runner import cpu_supports_bf16, openvino_runner
-from hgdeploy.targets import TARGET_PRECISIONS, check_target
-from hgdeploy.zoo import get_spec
 
 MODEL = "hrnet"
 
@@ -55,8 +56,8 @@ def fp32_onnx(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return output
 
 
-def _build(fp32_onnx: Path, target: str, precision: str, **kwargs: Any) -> Any:
-    return build_cpu_artifact(CpuBuildRequest(MODEL, target, precision, onnx=fp32_onnx, **kwargs))
+def _build(fp32_onnx: Path, backend: str, precision: str, **kwargs: Any) -> Any:
+    return run_build(BuildRequest(MODEL, backend, precision, onnx=fp32_onnx, **kwargs))
 
 
 @pytest.fixture(scope="module")
@@ -79,37 +80,51 @@ def _photos() -> np.ndarray:
 @pytest.mark.parametrize(
     ("target", "precision", "message"),
     [
-        ("openvino", "fp16", "--target openvino builds fp32, bf16, int8, not fp16"),
-        ("onnxruntime", "bf16", "--target onnxruntime builds fp32, int8, not bf16"),
-        ("onnxruntime", "fp16", "--target onnxruntime builds fp32, int8, not fp16"),
-        ("tensorrt", "bf16", "--target tensorrt builds fp32, fp16, int8, not bf16"),
-        ("coreml", "fp32", "unknown target 'coreml'"),
+        ("openvino", "fp16", "--backend openvino builds fp32, bf16, int8, not fp16"),
+        ("onnxruntime", "bf16", "--backend onnxruntime builds fp32, int8, not bf16"),
+        ("onnxruntime", "fp16", "--backend onnxruntime builds fp32, int8, not fp16"),
+        ("tensorrt", "bf16", "--backend tensorrt builds fp32, fp16, int8, not bf16"),
+        ("coreml", "fp32", "unknown backend 'coreml'"),
     ],
 )
 def test_unsupported_target_precision_is_refused(target: str, precision: str, message: str) -> None:
     with pytest.raises(HgDeployError, match=f"^{message}"):
-        check_target(target, precision)
+        get_backend(target).check_precision(precision)
 
 
 def test_every_supported_combination_passes_and_defaults_are_listed() -> None:
-    for target, precisions in TARGET_PRECISIONS.items():
-        assert check_target(target, None) in precisions
+    for target in backend_choices(builds=True):
+        precisions = get_backend(target).builds
+        assert get_backend(target).check_precision(None) in precisions
         for precision in precisions:
-            assert check_target(target, precision) == precision
+            assert get_backend(target).check_precision(precision) == precision
 
 
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--target", "openvino", "--fp16"], "--target openvino builds fp32, bf16, int8, not fp16"),
-        (["--target", "onnxruntime", "--bf16"], "--target onnxruntime builds fp32, int8, not bf16"),
-        (["--target", "tensorrt", "--bf16"], "--target tensorrt builds fp32, fp16, int8, not bf16"),
-        (["--target", "openvino", "--int8", "--max-batch", "4"], "--max-batch: only for"),
-        (["--target", "onnxruntime", "--prepare-only"], "--prepare-only: only for"),
-        (["--target", "openvino", "--int8", "--high-precision", "fp32"], "--high-precision: only"),
+        (
+            ["--backend", "openvino", "--fp16"],
+            "--backend openvino builds fp32, bf16, int8, not fp16",
+        ),
+        (
+            ["--backend", "onnxruntime", "--bf16"],
+            "--backend onnxruntime builds fp32, int8, not bf16",
+        ),
+        (
+            ["--backend", "tensorrt", "--bf16"],
+            "--backend tensorrt builds fp32, fp16, int8, not bf16",
+        ),
+        (
+            ["--target", "openvino", "--fp16"],
+            "--backend openvino builds fp32, bf16, int8, not fp16",
+        ),
+        (["--backend", "openvino", "--int8", "--max-batch", "4"], "--max-batch: only for"),
+        (["--backend", "onnxruntime", "--prepare-only"], "--prepare-only: only for"),
+        (["--backend", "openvino", "--int8", "--high-precision", "fp32"], "--high-precision: only"),
         (["--fp16", "--high-precision", "fp32"], "--high-precision only applies to --int8"),
-        (["--target", "onnxruntime", "--calib-cache", "x.json"], "--calib-dir/--calib-cache only"),
-        (["--target", "openvino", "--output", "x.onnx"], "an OpenVINO IR is written as NAME.xml"),
+        (["--backend", "onnxruntime", "--calib-cache", "x.json"], "--calib-dir/--calib-cache only"),
+        (["--backend", "openvino", "--output", "x.onnx"], "an OpenVINO IR is written as NAME.xml"),
     ],
 )
 def test_cli_refuses_bad_combinations_in_one_line(
@@ -126,16 +141,16 @@ def test_cli_refuses_bad_combinations_in_one_line(
 
 def test_ort_fp32_artifact_is_plugin_free_and_matches_eager(fp32_onnx: Path) -> None:
     built = _build(fp32_onnx, "onnxruntime", "fp32")
-    assert built.path == default_cpu_artifact_path(fp32_onnx, "onnxruntime", "fp32")
-    assert built.path.name == "hrnet_dyn_ort-fp32.onnx"
-    report = run_parity(MODEL, built.path, backend="onnxruntime")
+    assert built.artifact == get_backend("onnxruntime").default_artifact(fp32_onnx, "fp32")
+    assert built.artifact.name == "hrnet_dyn_ort-fp32.onnx"
+    report = run_parity(MODEL, built.artifact, backend="onnxruntime")
     assert report.precision == "fp32" and report.passed, report.outputs
     assert report.outputs[0].peak_agreement == 1.0  # fp32: every joint's argmax is the same
 
 
 def test_ort_int8_is_a_u8s8_qdq_model_named_apart_from_tensorrt(ort_int8: Any) -> None:
-    assert ort_int8.path.name == "hrnet_dyn_ort-u8s8.onnx"  # TensorRT's is *_int8.onnx
-    model = onnx.load(str(ort_int8.path))
+    assert ort_int8.artifact.name == "hrnet_dyn_ort-u8s8.onnx"  # TensorRT's is *_int8.onnx
+    model = onnx.load(str(ort_int8.artifact))
     props = {p.key: p.value for p in model.metadata_props}
     assert props["hgdeploy.target"] == "onnxruntime" and props["hgdeploy.precision"] == "int8"
     quantize = [n for n in model.graph.node if n.op_type == "QuantizeLinear"]
@@ -145,7 +160,7 @@ def test_ort_int8_is_a_u8s8_qdq_model_named_apart_from_tensorrt(ort_int8: Any) -
     assert activation_types == {onnx.TensorProto.UINT8}  # U8 activations
     int8_weights = [t for t in model.graph.initializer if t.data_type == onnx.TensorProto.INT8]
     assert len([t for t in int8_weights if len(t.dims) == 4]) >= 290  # every conv weight, S8
-    record = read_sidecar(ort_int8.path)
+    record = read_sidecar(ort_int8.artifact)
     assert record["calibration"]["images"] == [
         "chelsea",
         "coffee",
@@ -156,7 +171,7 @@ def test_ort_int8_is_a_u8s8_qdq_model_named_apart_from_tensorrt(ort_int8: Any) -
 
 
 def test_ort_int8_parity_at_int8_tolerances(ort_int8: Any) -> None:
-    report = run_parity(MODEL, ort_int8.path, backend="onnxruntime")
+    report = run_parity(MODEL, ort_int8.artifact, backend="onnxruntime")
     assert report.precision == "int8" and len(report.feeds) == 2  # photos only
     assert report.passed, report.outputs
     row = report.outputs[0]
@@ -174,8 +189,8 @@ def test_ort_int8_from_its_calibration_cache_is_byte_identical(
         calib_cache=ort_int8.calibration_cache,
         output=tmp_path / "from_cache.onnx",
     )
-    assert again.path.read_bytes() == ort_int8.path.read_bytes()
-    assert read_sidecar(again.path)["calibration"]["from_cache"] is True
+    assert again.artifact.read_bytes() == ort_int8.artifact.read_bytes()
+    assert read_sidecar(again.artifact)["calibration"]["from_cache"] is True
 
 
 def test_a_cache_for_other_weights_or_another_model_is_refused(
@@ -198,9 +213,9 @@ def test_a_cache_for_other_weights_or_another_model_is_refused(
 
 def test_openvino_fp32_ir_matches_eager_at_fp32_tolerances(fp32_onnx: Path) -> None:
     built = _build(fp32_onnx, "openvino", "fp32")
-    assert built.path.name == "hrnet_dyn_openvino-fp32.xml"
-    assert built.path.with_suffix(".bin").is_file()
-    report = run_parity(MODEL, built.path, backend="openvino")
+    assert built.artifact.name == "hrnet_dyn_openvino-fp32.xml"
+    assert built.artifact.with_suffix(".bin").is_file()
+    report = run_parity(MODEL, built.artifact, backend="openvino")
     assert report.precision == "fp32" and report.passed, report.outputs
 
 
@@ -208,18 +223,18 @@ def test_openvino_bf16_ir_runs_with_the_bf16_hint(fp32_onnx: Path) -> None:
     built = _build(fp32_onnx, "openvino", "bf16")
     if not cpu_supports_bf16():  # the artifact builds anywhere; running it needs bf16 hardware
         with pytest.raises(HgDeployError, match="^OpenVINO bf16 needs a CPU with native bf16"):
-            run_parity(MODEL, built.path, backend="openvino")
+            run_parity(MODEL, built.artifact, backend="openvino")
         return
-    assert read_sidecar(built.path)["inference_precision_hint"] == "bf16"
-    report = run_parity(MODEL, built.path, backend="openvino")
+    assert read_sidecar(built.artifact)["inference_precision_hint"] == "bf16"
+    report = run_parity(MODEL, built.artifact, backend="openvino")
     assert report.precision == "bf16" and report.passed, report.outputs
     assert report.outputs[0].max_abs / report.outputs[0].scale > 1e-3  # not fp32 in disguise
 
 
 def test_openvino_int8_parity_at_int8_tolerances(openvino_int8: Any) -> None:
-    assert openvino_int8.path.name == "hrnet_dyn_openvino-int8.xml"
+    assert openvino_int8.artifact.name == "hrnet_dyn_openvino-int8.xml"
     assert openvino_int8.calibration_cache.name == "hrnet_dyn_openvino-int8.xml.nncf-stats"
-    report = run_parity(MODEL, openvino_int8.path, backend="openvino")
+    report = run_parity(MODEL, openvino_int8.artifact, backend="openvino")
     assert report.precision == "int8" and report.passed, report.outputs
     assert 0 < report.outputs[0].max_abs
 
@@ -236,11 +251,11 @@ def test_openvino_int8_from_its_statistics_cache_is_the_same_model(
         calib_cache=openvino_int8.calibration_cache,
         output=tmp_path / "from_cache.xml",
     )
-    first_bin = openvino_int8.path.with_suffix(".bin").read_bytes()
-    assert again.path.with_suffix(".bin").read_bytes() == first_bin
+    first_bin = openvino_int8.artifact.with_suffix(".bin").read_bytes()
+    assert again.artifact.with_suffix(".bin").read_bytes() == first_bin
     photos = _photos()
     outputs = []
-    for path in (openvino_int8.path, again.path):
+    for path in (openvino_int8.artifact, again.artifact):
         with openvino_runner(path, precision="int8") as runner:
             outputs.append(runner.infer({"image": photos})["heatmaps"])
     assert np.array_equal(outputs[0], outputs[1])
@@ -248,7 +263,7 @@ def test_openvino_int8_from_its_statistics_cache_is_the_same_model(
 
 def test_an_ir_is_not_run_by_onnxruntime(openvino_int8: Any) -> None:
     with pytest.raises(HgDeployError, match="is an OpenVINO IR; check it with --backend openvino"):
-        run_parity(MODEL, openvino_int8.path, backend="onnxruntime")
+        run_parity(MODEL, openvino_int8.artifact, backend="onnxruntime")
 
 
 def test_cli_builds_a_cpu_artifact_and_names_the_check(fp32_onnx: Path, tmp_path: Path) -> None:
@@ -282,7 +297,7 @@ def test_bench_runs_cpu_int8_and_openvino_default_cells(
     for key, built in ((("onnxruntime", "int8"), ort_int8), (("openvino", "int8"), openvino_int8)):
         cell = by_key[key]
         assert cell["status"] == "ok", cell["reason"]
-        assert cell["artifact"] == str(built.path.relative_to(workdir))
+        assert cell["artifact"] == str(built.artifact.relative_to(workdir))
         assert cell["parity"]["passed"] and cell["speedup_vs_openvino_default"] > 0
     default = by_key[("openvino", "default")]
     assert default["status"] == "ok", default["reason"]

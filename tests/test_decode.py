@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 import torch
 
+from hgdeploy.base.zoo import ZOO, DecodeSettings
 from hgdeploy.models.decode import decode_corners, decode_with
-from hgdeploy.zoo import ZOO, DecodeSettings
 
 BACKGROUND_LOGIT = -10.0
 PEAK_LOGIT = 5.0

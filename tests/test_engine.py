@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from hgdeploy.backends.profile import BatchProfile, batch_profile
+from hgdeploy.backends.tensorrt_runner import check_engine_compatible, engine_record
+from hgdeploy.base.errors import HgDeployError
+from hgdeploy.base.zoo import ZOO
 from hgdeploy.cli import main
-from hgdeploy.engine.profile import BatchProfile, batch_profile
-from hgdeploy.errors import HgDeployError
-from hgdeploy.runners.tensorrt_runner import check_engine_compatible, engine_record
-from hgdeploy.zoo import ZOO
 
 
 @pytest.mark.parametrize(
@@ -79,12 +79,10 @@ def test_engine_compatibility_checks() -> None:
 
 
 def test_int8_artifacts_are_named_by_their_layer_type() -> None:
-    from hgdeploy.engine.build import BuildSettings
-    from hgdeploy.engine.job import EngineRequest, default_engine_path
+    from hgdeploy.backends.tensorrt_build import default_engine_path, file_tag
 
     def tag(precision: str, high: str | None) -> str:
-        settings = BuildSettings(BatchProfile(1, 1, 1))
-        return EngineRequest("squeeze", precision, settings, high_precision=high).file_tag
+        return file_tag(precision, high)
 
     assert [tag("int8", None), tag("int8", "fp16"), tag("int8", "fp32")] == [
         "int8",
@@ -128,10 +126,11 @@ def dynamic_exports(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]
 def test_engine_matches_eager_within_precision_tolerance(
     name: str, precision: str, dynamic_exports: dict[str, Path], tmp_path_factory
 ) -> None:
-    from hgdeploy.engine.build import BuildSettings
-    from hgdeploy.engine.job import EngineRequest, run_build_engine
+    from hgdeploy.backends import BuildRequest
+    from hgdeploy.backends.tensorrt_build import run_build_engine
+    from hgdeploy.backends.tensorrt_engine import BuildSettings
     from hgdeploy.exporters.onnx_export import ExportOptions, export_to_file
-    from hgdeploy.parity_job import run_parity
+    from hgdeploy.parity.job import run_parity
 
     directory = tmp_path_factory.mktemp(f"{name}_{precision}")
     if name not in dynamic_exports:
@@ -140,14 +139,14 @@ def test_engine_matches_eager_within_precision_tolerance(
             name, output=directory / f"{name}.onnx", options=options
         ).path
     profile = batch_profile(ZOO[name], min_batch=1, opt_batch=2, max_batch=2)
-    request = EngineRequest(
+    request = BuildRequest(
         model=name,
+        backend="tensorrt",
         precision=precision,
-        settings=BuildSettings(profile),
         onnx=dynamic_exports[name],
         output=directory / f"{name}_{precision}.engine",
     )
-    result = run_build_engine(request)
+    result = run_build_engine(request, BuildSettings(profile))
     assert result.engine is not None and result.engine.is_file()
     record = json.loads(Path(str(result.engine) + ".json").read_text())
     assert record["precision"] == precision and record["profile"] == profile.to_json()
@@ -169,32 +168,29 @@ def test_engine_matches_eager_within_precision_tolerance(
 @pytest.mark.tensorrt
 def test_int8_engine_with_fp32_layers(tmp_path: Path) -> None:
     """`--high-precision fp32`: the same Q/DQ placement over fp32 layers (plugins in fp32)."""
-    from hgdeploy.engine.build import BuildSettings
-    from hgdeploy.engine.job import EngineRequest, run_build_engine
+    from hgdeploy.backends import BuildRequest
+    from hgdeploy.backends.tensorrt_build import run_build_engine
+    from hgdeploy.backends.tensorrt_engine import BuildSettings
     from hgdeploy.exporters.onnx_export import ExportOptions, export_to_file
 
     name = "squeeze"
     options = ExportOptions(batch=1, dynamic_batch=True, corner_pool="plugin")
     fp32 = export_to_file(name, output=tmp_path / f"{name}.onnx", options=options).path
     profile = batch_profile(ZOO[name], min_batch=1, opt_batch=1, max_batch=1)
-    request = EngineRequest(
-        model=name,
-        precision="int8",
-        settings=BuildSettings(profile),
-        onnx=fp32,
-        high_precision="fp32",
+    request = BuildRequest(
+        model=name, backend="tensorrt", precision="int8", onnx=fp32, high_precision="fp32"
     )
-    result = run_build_engine(request)
+    result = run_build_engine(request, BuildSettings(profile))
     assert result.prepared.path.name == f"{name}_int8-fp32.onnx"
     assert result.engine is not None and result.engine.name == f"{name}_int8-fp32.engine"
     _engine_matches_onnxruntime(name, result.engine, result.prepared.path, 1)
 
 
 def _engine_matches_onnxruntime(name: str, engine: Path, onnx_path: Path, batch: int) -> None:
-    from hgdeploy.parity import compare_runners, parity_feeds
+    from hgdeploy.backends.tensorrt_runner import tensorrt_runner
+    from hgdeploy.base.precisions import Tolerance
+    from hgdeploy.parity.compare import compare_runners, parity_feeds
     from hgdeploy.runners.onnxrt_runner import onnxruntime_runner
-    from hgdeploy.runners.tensorrt_runner import tensorrt_runner
-    from hgdeploy.zoo import Tolerance
 
     spec = ZOO[name]
     # Same quantized arithmetic on both sides; requantization rounding may differ by one step

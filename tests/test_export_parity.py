@@ -18,7 +18,8 @@ import torch
 from click.testing import CliRunner
 from conftest import synthetic_model
 
-from hgdeploy.checkpoints import sha256_file
+from hgdeploy.base.artifacts import sha256_file
+from hgdeploy.base.zoo import ZOO
 from hgdeploy.cli import main
 from hgdeploy.exporters.corner_pool_ops import (
     DOMAIN,
@@ -28,8 +29,7 @@ from hgdeploy.exporters.corner_pool_ops import (
 )
 from hgdeploy.exporters.lowering import lower_corner_pools
 from hgdeploy.exporters.onnx_export import ExportOptions, check_onnx, export_to_file, save_onnx
-from hgdeploy.parity_job import run_parity
-from hgdeploy.zoo import ZOO
+from hgdeploy.parity.job import run_parity
 
 CORNER_MODELS = ("cornernet", "squeeze", "saccade")
 ONE_POOL_EACH = {"TopPool": 1, "BottomPool": 1, "LeftPool": 1, "RightPool": 1}

@@ -3,7 +3,7 @@
 `tests/data/manifests/*.json` lists every state_dict key and shape of the upstream model
 (recorded by instantiating the upstream code). `tests/data/golden/*.npz` holds the upstream
 model's outputs (subsampled every `step` pixels, plus full-tensor mean/std/max) for
-`hgdeploy.synthetic.synthesize_weights(model, documented input shape at batch 1, seed 0)` on the
+`hgdeploy.models.synthetic.synthesize_weights(model, documented input shape at batch 1, seed 0)` on the
 input `randn(shape, seed 7)`, recorded with the upstream code and its own modules.
 """
 
@@ -17,7 +17,7 @@ import pytest
 import torch
 from conftest import golden_input, synthetic_model
 
-from hgdeploy.zoo import ZOO
+from hgdeploy.base.zoo import ZOO
 
 DATA = Path(__file__).parent / "data"
 NAMES = list(ZOO)

@@ -18,15 +18,15 @@ from click.testing import CliRunner
 from conftest import use_cached_models
 from onnx import TensorProto, helper
 
-from hgdeploy.bench.command import bench_command
+from hgdeploy.base.errors import HgDeployError
+from hgdeploy.base.zoo import get_spec
 from hgdeploy.cli import main
-from hgdeploy.errors import HgDeployError
+from hgdeploy.cli.bench import bench_command
 from hgdeploy.exporters.corner_pool_ops import corner_pool_opset_import, make_corner_pool_node
 from hgdeploy.exporters.onnx_export import SHARED_EXPORT, default_output, export_to_file
 from hgdeploy.models.corner_pool import DIRECTIONS, corner_pool_reference
-from hgdeploy.parity_job import run_parity
+from hgdeploy.parity.job import run_parity
 from hgdeploy.runners.openvino_runner import cpu_supports_bf16, openvino_runner
-from hgdeploy.zoo import get_spec
 
 MODEL = "hrnet"
 NO_BF16 = "this CPU has no native bf16 (AVX512_BF16 or AMX) for OpenVINO"

@@ -32,15 +32,16 @@ import pytest
 from onnx import TensorProto, numpy_helper
 from PIL import Image
 
-from hgdeploy.errors import HgDeployError
+from hgdeploy.base.errors import HgDeployError
+from hgdeploy.base.images import sample_images
+from hgdeploy.base.onnx_files import metadata
+from hgdeploy.base.zoo import get_spec
 from hgdeploy.exporters.corner_pool_ops import (
     count_corner_pool_nodes,
     is_corner_pool_node,
     register_corner_pool_schemas,
 )
 from hgdeploy.exporters.onnx_export import export_to_file
-from hgdeploy.images import sample_images
-from hgdeploy.onnx_files import metadata
 from hgdeploy.precision.calibration import (
     CACHE_FORMAT,
     calibrate,
@@ -49,14 +50,13 @@ from hgdeploy.precision.calibration import (
     write_calibration_cache,
 )
 from hgdeploy.precision.int8 import quantize_int8
-from hgdeploy.precision.prepare import (
+from hgdeploy.precision.qdq_placement import activation_tensors, quantized_inputs
+from hgdeploy.precision.tensorrt_graphs import (
     HOLDOUT_SAMPLES,
     PreparedModel,
     calibration_cache_path,
     prepare_precision,
 )
-from hgdeploy.precision.qdq_placement import activation_tensors, quantized_inputs
-from hgdeploy.zoo import get_spec
 
 pytestmark = pytest.mark.slow
 

@@ -16,8 +16,8 @@ import pytest
 import torch
 from onnx import TensorProto, helper, numpy_helper
 
-from hgdeploy.errors import HgDeployError
-from hgdeploy.onnx_files import metadata
+from hgdeploy.base.errors import HgDeployError
+from hgdeploy.base.onnx_files import metadata
 from hgdeploy.precision.int8 import MIN_SCALE, quantize_int8, quantize_weight, symmetric_scale
 from hgdeploy.precision.qdq_placement import activation_tensors, quantized_inputs
 from hgdeploy.runners.onnxrt_runner import session_builder

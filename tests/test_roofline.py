@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 from onnx import numpy_helper
 
+from hgdeploy.base.errors import HgDeployError
 from hgdeploy.bench.matmul_peak import PROBES, matmul_onnx, measure_peak
 from hgdeploy.bench.roofline import model_gflop, summary_markdown, summary_rows
 from hgdeploy.bench.timing import TimingPlan
-from hgdeploy.errors import HgDeployError
 from hgdeploy.runners.onnxrt_runner import onnxruntime_runner
 from hgdeploy.runners.openvino_runner import openvino_runner
 

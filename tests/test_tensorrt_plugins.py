@@ -25,7 +25,8 @@ import torch
 from click.testing import CliRunner
 from onnx import TensorProto, helper
 
-from hgdeploy.errors import HgDeployError
+from hgdeploy.base.errors import HgDeployError
+from hgdeploy.cli.plugins import plugins_command
 from hgdeploy.exporters.corner_pool_ops import (
     OP_TYPES,
     PLUGIN_NAMESPACE,
@@ -35,7 +36,6 @@ from hgdeploy.exporters.corner_pool_ops import (
 )
 from hgdeploy.models.corner_pool import DIRECTIONS, corner_pool_reference
 from hgdeploy.plugins import tensorrt_plugins as tp
-from hgdeploy.plugins.cli_command import plugins_command
 
 SHAPES = [(1, 256, 128, 128), (2, 3, 7, 5)]
 #: TensorRT DataType name -> (kernel dtype, torch dtype, ONNX element type)
@@ -190,7 +190,7 @@ def no_tensorrt(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_importing_needs_neither_tensorrt_nor_triton() -> None:
     code = (
         "import sys\n"
-        "import hgdeploy.plugins.cli_command, hgdeploy.plugins.tensorrt_plugins\n"
+        "import hgdeploy.cli.plugins, hgdeploy.plugins.tensorrt_plugins\n"
         "print(sorted({'tensorrt', 'triton'} & set(sys.modules)))\n"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)

@@ -36,8 +36,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from hgdeploy.artifacts import tool_versions
-from hgdeploy.bench.matrix import one_line
+from hgdeploy.base.artifacts import tool_versions
+from hgdeploy.base.errors import HgDeployError
+from hgdeploy.bench.cell import one_line
 from hgdeploy.bench.timing import (
     Clock,
     CudaEventClock,
@@ -49,7 +50,6 @@ from hgdeploy.bench.timing import (
     time_callable,
     torch_threads,
 )
-from hgdeploy.errors import HgDeployError
 from hgdeploy.models.corner_pool import DIRECTIONS, PoolDirection, corner_pool_reference
 
 IMPLEMENTATIONS: tuple[str, ...] = (

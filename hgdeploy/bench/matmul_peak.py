@@ -27,7 +27,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 from polygraphy.backend.base import BaseRunner
 
-from hgdeploy.artifacts import tool_versions, write_text_atomic
+from hgdeploy.base.artifacts import tool_versions, write_text_atomic
 from hgdeploy.bench.timing import HostClock, TimingPlan, time_callable
 
 PROBES: tuple[tuple[str, str], ...] = (

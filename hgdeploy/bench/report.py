@@ -13,8 +13,8 @@ import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from hgdeploy.artifacts import atomic_path, write_text_atomic
-from hgdeploy.bench.matrix import BenchRun, CellResult
+from hgdeploy.base.artifacts import atomic_path, write_text_atomic
+from hgdeploy.bench.results import BenchRun, CellResult
 
 if TYPE_CHECKING:
     from hgdeploy.bench.corner_pool import CornerPoolReport
@@ -80,7 +80,7 @@ def headline_ratios(cells: list[CellResult]) -> list[str]:
     lines: list[str] = []
     groups: dict[tuple[str, str], list[float]] = {}
     for cell in cells:
-        if cell.backend == "torch" or not cell.trusted or cell.speedup_vs_torch is None:
+        if cell.is_reference or not cell.trusted or cell.speedup_vs_torch is None:
             continue
         lines.append(
             f"{cell.backend} {format_speedup(cell.speedup_vs_torch)} eager ({cell.model}, "
@@ -129,7 +129,7 @@ def _md_escape(text: str) -> str:
 
 
 def _parity_cell(cell: CellResult) -> str:
-    if cell.backend == "torch":
+    if cell.is_reference:
         return "reference"
     if cell.parity is None:
         return "-"
@@ -330,7 +330,7 @@ def _bars(
                 linewidth=0.4,
             )
             label = _short_number(value)
-            if not latency and cell.speedup_vs_torch is not None and cell.backend != "torch":
+            if not latency and cell.speedup_vs_torch is not None and not cell.is_reference:
                 label += f"\n{format_speedup(cell.speedup_vs_torch)}"
             ax.bar_label(bar, labels=[label], fontsize=7, padding=1)
     ax.set_xticks(range(len(batches)), [f"batch {b}" for b in batches])

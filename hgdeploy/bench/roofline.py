@@ -30,7 +30,7 @@ def model_gflop(name: str) -> float:
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
-    from hgdeploy.zoo import get_spec
+    from hgdeploy.base.zoo import get_spec
 
     spec = get_spec(name)
     model = spec.build()

@@ -39,7 +39,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from hgdeploy.errors import HgDeployError
+from hgdeploy.base.errors import HgDeployError
 
 MIB = 2**20
 _STATUS = Path("/proc/self/status")

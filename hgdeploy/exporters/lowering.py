@@ -20,8 +20,9 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from hgdeploy.errors import HgDeployError
+from hgdeploy.base.errors import HgDeployError
 from hgdeploy.exporters.corner_pool_ops import (
+    count_corner_pool_nodes,
     is_corner_pool_node,
     iter_model_nodes,
     register_corner_pool_schemas,
@@ -276,3 +277,11 @@ def _drop_unused_opsets(model: onnx.ModelProto, domains: set[str]) -> None:
     kept = [op for op in model.opset_import if op.domain not in unused]
     del model.opset_import[:]
     model.opset_import.extend(kept)
+
+
+def runnable_model(model: onnx.ModelProto) -> onnx.ModelProto:
+    """`model` with any corner-pool plugin nodes lowered to standard ops: what every runtime
+    without the TensorRT plugins (ONNX Runtime, OpenVINO, calibration) runs."""
+    if any(count_corner_pool_nodes(model).values()):
+        return lower_corner_pools(model)
+    return model

@@ -13,31 +13,37 @@ import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import onnx
 import torch
 from torch import nn
 
-from hgdeploy.artifacts import atomic_path, prepare_output_dir, read_sidecar, write_sidecar
-from hgdeploy.checkpoints import sha256_file
-from hgdeploy.errors import HgDeployError
+from hgdeploy.base.artifacts import (
+    atomic_path,
+    prepare_output_dir,
+    read_sidecar,
+    sha256_file,
+    write_sidecar,
+)
+from hgdeploy.base.errors import HgDeployError, first_line
+from hgdeploy.base.export_settings import (
+    CORNER_POOL_FORMS,
+    DEFAULT_OPSET,
+    MIN_OPSET,
+    CornerPoolForm,
+)
+from hgdeploy.base.onnx_files import INPUT_NAME, METADATA_MODEL_KEY
+from hgdeploy.base.zoo import ModelSpec, get_spec
 from hgdeploy.exporters.corner_pool_ops import (
     count_corner_pool_nodes,
     custom_translation_table,
     register_corner_pool_schemas,
 )
 from hgdeploy.exporters.lowering import lower_corner_pools
-from hgdeploy.loader import load_model, weights_provenance
-from hgdeploy.zoo import ModelSpec, get_spec
+from hgdeploy.models.loader import load_model, weights_provenance
 
-CornerPoolForm = Literal["plugin", "onnx"]
-CORNER_POOL_FORMS: tuple[str, ...] = ("plugin", "onnx")
-INPUT_NAME = "image"
 BATCH_DIM = "batch"
-DEFAULT_OPSET = 20  # torch 2.13's default; TensorRT 10/11 parse opsets up to 22 or newer
-MIN_OPSET = 18  # the dynamo exporter's lowest supported opset
-METADATA_MODEL_KEY = "hgdeploy.model"
 METADATA_FORM_KEY = "hgdeploy.corner_pool"
 
 StepCallback = Callable[[str], None]
@@ -124,7 +130,7 @@ def check_onnx(proto: onnx.ModelProto) -> None:
     try:
         onnx.checker.check_model(proto, full_check=True)
     except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
-        first = str(exc).strip().splitlines()[0]
+        first = first_line(exc)
         raise HgDeployError(f"exported ONNX failed onnx.checker: {first}") from None
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from hgdeploy.base.zoo import DecodeSettings
 from hgdeploy.models.corner_pool import BottomPool, LeftPool, RightPool, TopPool
 from hgdeploy.models.cornernet_blocks import (
     Convolution,
@@ -23,7 +24,6 @@ from hgdeploy.models.cornernet_blocks import (
     SaccadeModule,
     StackedHourglass,
 )
-from hgdeploy.zoo import DecodeSettings
 
 HEAT_BIAS_INIT = -2.19  # upstream's focal-loss prior: sigmoid(-2.19) ~= 0.1
 

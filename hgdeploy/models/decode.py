@@ -30,7 +30,7 @@ import torch
 from torch import Tensor
 from torch.nn import functional as F
 
-from hgdeploy.zoo import DecodeSettings
+from hgdeploy.base.zoo import DecodeSettings
 
 __all__ = ["decode_corners", "decode_with"]
 

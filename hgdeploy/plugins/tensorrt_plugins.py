@@ -35,7 +35,7 @@ from typing import Any
 
 import onnx
 
-from hgdeploy.errors import HgDeployError
+from hgdeploy.base.errors import HgDeployError
 from hgdeploy.exporters.corner_pool_ops import (
     AOT_ATTRIBUTE,
     OP_TYPES,

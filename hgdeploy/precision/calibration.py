@@ -32,13 +32,14 @@ import onnx
 import onnxruntime as ort
 from onnx import TensorProto, helper
 
-from hgdeploy.artifacts import write_text_atomic
-from hgdeploy.errors import HgDeployError
-from hgdeploy.exporters.onnx_export import INPUT_NAME
-from hgdeploy.images import preprocess
+from hgdeploy.base.artifacts import write_text_atomic
+from hgdeploy.base.errors import HgDeployError, first_line
+from hgdeploy.base.images import preprocess
+from hgdeploy.base.onnx_files import INPUT_NAME
+from hgdeploy.base.zoo import ModelSpec
+from hgdeploy.exporters.lowering import runnable_model
 from hgdeploy.precision.qdq_placement import activation_tensors
-from hgdeploy.runners.onnxrt_runner import runnable_model, session_builder
-from hgdeploy.zoo import ModelSpec
+from hgdeploy.runners.onnxrt_runner import session_builder
 
 # /2: the int8 graph also quantizes residual Add inputs, so /1 caches lack those tensors.
 CACHE_FORMAT = "hgdeploy-calibration/2"
@@ -88,7 +89,7 @@ def calibrate(
             values = session.run(outputs, dict(feed))
             amax = np.maximum(amax, np.asarray(values, np.float32))
     except (ort.capi.onnxruntime_pybind11_state.Fail, RuntimeError) as exc:
-        first = str(exc).strip().splitlines()[0]
+        first = first_line(exc)
         raise HgDeployError(f"ONNX Runtime cannot run the calibration model: {first}") from None
     if not np.all(np.isfinite(amax)):
         bad = names[int(np.argmin(np.isfinite(amax)))]

@@ -34,14 +34,14 @@ import numpy as np
 import onnx
 from onnx import TensorProto, defs
 
-from hgdeploy.errors import HgDeployError
+from hgdeploy.base.errors import HgDeployError, first_line
+from hgdeploy.base.onnx_files import PRECISION_KEY
 from hgdeploy.exporters.corner_pool_ops import iter_nodes, register_corner_pool_schemas
 
 FP16_MAX = 65504.0
 FP16_SMALLEST_SUBNORMAL = 2.0**-24
 # Ops TensorRT runs in fp16 although onnxconverter-common blocks them by default.
 FP16_CAPABLE = frozenset({"Resize", "Upsample", "Max", "Min"})
-PRECISION_KEY = "hgdeploy.precision"
 
 
 def fp16_block_list() -> list[str]:
@@ -75,7 +75,7 @@ def convert_fp16(model: onnx.ModelProto) -> onnx.ModelProto:
                 op_block_list=fp16_block_list(),
             )
         except ValueError as exc:
-            first = str(exc).strip().splitlines()[0]
+            first = first_line(exc)
             raise HgDeployError(f"cannot convert the model to fp16: {first}") from None
     _restore_fp32_only_constants(converted, model)
     _set_prop(converted, PRECISION_KEY, "fp16")
@@ -150,7 +150,7 @@ def _check(model: onnx.ModelProto) -> None:
     try:
         onnx.checker.check_model(model, full_check=True)
     except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
-        first = str(exc).strip().splitlines()[0]
+        first = first_line(exc)
         raise HgDeployError(f"the fp16 model failed onnx.checker: {first}") from None
 
 

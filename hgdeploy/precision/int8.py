@@ -41,7 +41,9 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from hgdeploy.errors import HgDeployError
+from hgdeploy.base.errors import HgDeployError
+from hgdeploy.base.onnx_files import PRECISION_KEY
+from hgdeploy.base.precisions import INT8_HIGH_PRECISIONS
 from hgdeploy.exporters.graph_names import UniqueNames
 from hgdeploy.precision.fp16 import convert_fp16
 from hgdeploy.precision.qdq_placement import (
@@ -50,12 +52,11 @@ from hgdeploy.precision.qdq_placement import (
     quantized_inputs,
     tensors_of,
 )
-from hgdeploy.targets import TENSORRT_INT8_HIGH_PRECISIONS
 
 # The output-channel axis of each op's weight: per-channel scales run along it.
 WEIGHT_AXIS = {"Conv": 0, "ConvTranspose": 1}
 INT8_MAX = 127
-HIGH_PRECISIONS = TENSORRT_INT8_HIGH_PRECISIONS
+HIGH_PRECISIONS = INT8_HIGH_PRECISIONS
 DEFAULT_HIGH_PRECISION = HIGH_PRECISIONS[0]
 # Per-axis Q/DQ (the `axis` attribute) exist from opset 13 on; fp16 scales from opset 19.
 MIN_OPSET = {"fp32": 13, "fp16": 19}
@@ -63,7 +64,6 @@ MIN_OPSET = {"fp32": 13, "fp16": 19}
 # scale 0, which TensorRT rejects and which divides by zero; such a tensor quantizes to zeros at
 # any scale. For fp16 scales, fp16's smallest normal number (2**-14): no subnormal scales.
 MIN_SCALE = {"fp32": np.float32(1e-6 / INT8_MAX), "fp16": np.float32(2.0**-14)}
-PRECISION_KEY = "hgdeploy.precision"
 QUANTIZATION_KEY = "hgdeploy.quantization"
 HIGH_PRECISION_KEY = "hgdeploy.high_precision"
 

@@ -29,9 +29,9 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
-from hgdeploy.errors import HgDeployError
+from hgdeploy.base.errors import HgDeployError, first_line
+from hgdeploy.base.zoo import ModelSpec
 from hgdeploy.runners.onnxrt_runner import session_builder
-from hgdeploy.zoo import ModelSpec
 
 CORNER_HEATS = ("tl_heat", "br_heat")
 POSE_HEATMAPS = ("heatmaps",)
@@ -125,7 +125,7 @@ def _run_all(
     try:
         return [session.run(outputs, dict(feed)) for feed in feeds]
     except (ort.capi.onnxruntime_pybind11_state.Fail, RuntimeError) as exc:
-        first = str(exc).strip().splitlines()[0]
+        first = first_line(exc)
         raise HgDeployError(f"ONNX Runtime cannot run the model: {first}") from None
 
 

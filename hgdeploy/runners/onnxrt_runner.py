@@ -14,10 +14,9 @@ import onnx
 import onnxruntime as ort
 from polygraphy.backend.onnxrt import OnnxrtRunner
 
-from hgdeploy.errors import HgDeployError
-from hgdeploy.exporters.corner_pool_ops import count_corner_pool_nodes
-from hgdeploy.exporters.lowering import lower_corner_pools
-from hgdeploy.onnx_files import load_onnx
+from hgdeploy.base.errors import HgDeployError, first_line
+from hgdeploy.base.onnx_files import load_onnx
+from hgdeploy.exporters.lowering import runnable_model
 
 
 def default_providers() -> list[str]:
@@ -25,13 +24,6 @@ def default_providers() -> list[str]:
     available = ort.get_available_providers()
     preferred = ["CUDAExecutionProvider", "CPUExecutionProvider"]
     return [p for p in preferred if p in available]
-
-
-def runnable_model(model: onnx.ModelProto) -> onnx.ModelProto:
-    """`model` with any corner-pool plugin nodes lowered to standard ops."""
-    if any(count_corner_pool_nodes(model).values()):
-        return lower_corner_pools(model)
-    return model
 
 
 # ONNX Runtime's WeightBiasQuantization rewrites a Q/DQ Conv's float bias to int32 with scale
@@ -69,7 +61,7 @@ def session_builder(
                 disabled_optimizers=DISABLED_OPTIMIZERS,
             )
         except (ort.capi.onnxruntime_pybind11_state.Fail, RuntimeError) as exc:
-            first = str(exc).strip().splitlines()[0]
+            first = first_line(exc)
             raise HgDeployError(f"ONNX Runtime cannot load the model: {first}") from None
 
     return build

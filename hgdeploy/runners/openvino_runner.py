@@ -2,7 +2,7 @@
 
 OpenVINO, like ONNX Runtime, has no kernels for the TensorRT corner-pool plugin ops, so an ONNX
 is rewritten with the exact standard-op lowering before it is read (same weights, same tensor
-names); an IR from `build-engine --target openvino` is already lowered. bf16 is not a separate
+names); an IR from `hgdeploy build --backend openvino` is already lowered. bf16 is not a separate
 graph: the fp32 model is compiled with the bf16 inference-precision hint. The hint is always
 set explicitly (an int8 IR's non-quantized ops run fp32), because on a CPU with native bf16
 OpenVINO otherwise picks bf16 by itself and an "fp32" run would silently be bf16; only the
@@ -24,9 +24,9 @@ import openvino.properties.hint as hints
 from polygraphy.backend.base import BaseRunner
 from polygraphy.common import TensorMetadata
 
-from hgdeploy.errors import HgDeployError
-from hgdeploy.onnx_files import load_onnx
-from hgdeploy.runners.onnxrt_runner import runnable_model
+from hgdeploy.base.errors import HgDeployError
+from hgdeploy.base.onnx_files import load_onnx
+from hgdeploy.exporters.lowering import runnable_model
 
 DEVICE = "CPU"
 # precision -> inference-precision hint (None: OpenVINO's own default for this CPU).

@@ -1,0 +1,38 @@
+"""`hgdeploy build`: check a `BuildRequest` against its backend, then let the backend build.
+
+Every refusal that needs no file happens here, before any export or calibration: an unknown
+backend, a precision it does not build, a flag only another backend takes.
+"""
+
+from __future__ import annotations
+
+from hgdeploy.backends.base import Backend, BuildRequest, BuildResult, StepCallback, _quiet
+from hgdeploy.backends.registry import get_backend, registered_backends
+from hgdeploy.base.errors import HgDeployError
+
+
+def check_build_options(backend: Backend, request: BuildRequest) -> None:
+    """Refuse flags only other backends take, naming the backends that do."""
+    given = [
+        flag
+        for flag, value in request.option_values().items()
+        if value is not None and flag not in backend.build_options
+    ]
+    if not given:
+        return
+    owners = sorted({b.name for b in registered_backends() for f in given if f in b.build_options})
+    raise HgDeployError(
+        f"{', '.join(given)}: only for --backend {' / '.join(owners)} (CPU artifacts keep the "
+        "export's dynamic batch)"
+    )
+
+
+def run_build(request: BuildRequest, on_step: StepCallback = _quiet) -> BuildResult:
+    """Build `request`'s artifact with its backend (the precision defaults to the backend's)."""
+    backend = get_backend(request.backend)
+    precision = backend.check_precision(request.precision)
+    takes_it = "--high-precision" in backend.build_options
+    if takes_it and request.high_precision is not None and precision != "int8":
+        raise HgDeployError("--high-precision only applies to --int8")
+    check_build_options(backend, request)
+    return backend.build(BuildRequest(**{**request.__dict__, "precision": precision}), on_step)

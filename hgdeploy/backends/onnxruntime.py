@@ -1,0 +1,122 @@
+"""ONNX Runtime: runs any hgdeploy ONNX on the CPU (CUDA when its build has the provider), and
+builds the CPU artifacts: the plugin-free fp32 ONNX and int8 as U8S8 Q/DQ (uint8 activations,
+int8 per-channel weights: the form ONNX Runtime's x86 kernels run fast).
+
+Why no fp16 build: ONNX Runtime's CPU provider has no fp16 convolution (it would insert casts
+and run fp32). It still *runs* TensorRT's fp16 and int8 ONNX graphs, so parity can judge their
+numerics on the CPU.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from hgdeploy.backends.base import (
+    BuildRequest,
+    BuildResult,
+    RunContext,
+    RunRequest,
+    SkipCell,
+    StepCallback,
+    _quiet,
+)
+from hgdeploy.backends.cpu_artifacts import (
+    CpuArtifactBackend,
+    calibration_feeds_or_none,
+    describe,
+    set_metadata,
+)
+
+if TYPE_CHECKING:
+    from polygraphy.backend.base import BaseRunner
+
+
+ARTIFACT_TAGS = {"fp32": "ort-fp32", "int8": "ort-u8s8"}
+
+
+class OnnxRuntimeBackend(CpuArtifactBackend):
+    name = "onnxruntime"
+    summary = "ONNX Runtime (CPU; CUDA provider when installed)"
+    device = "any"
+    runs = ("fp32", "int8")
+    builds = ("fp32", "int8")
+    default_build = "fp32"
+    artifact_suffix = ".onnx"
+    cache_suffix = ".calib.json"
+    artifact_kind = "onnx"
+
+    def artifact_tag(self, precision: str) -> str:
+        return ARTIFACT_TAGS[precision]
+
+    def unavailable_reason(self) -> str | None:
+        return None if importlib.util.find_spec("onnxruntime") else "onnxruntime is not installed"
+
+    def runner(self, request: RunRequest) -> BaseRunner:
+        from hgdeploy.backends.onnx_checks import check_onnx_fits
+        from hgdeploy.runners.onnxrt_runner import onnxruntime_runner
+
+        artifact = Path(str(request.artifact))
+        self.check_artifact_suffix(artifact)
+        check_onnx_fits(request.spec, artifact, request.batch)
+        return onnxruntime_runner(artifact, threads=request.threads)
+
+    def bench_runner(self, context: RunContext, batch: int, precision: str) -> BaseRunner:
+        import onnxruntime as ort
+
+        from hgdeploy.runners.onnxrt_runner import onnxruntime_runner
+
+        providers: list[Any] = ["CPUExecutionProvider"]
+        if precision == "int8":
+            if context.device != "cpu":
+                raise SkipCell("the ONNX Runtime int8 (U8S8) model is a CPU target")
+            path = context.built_artifact(self, "int8")
+        else:
+            if context.device == "cuda":
+                if "CUDAExecutionProvider" not in ort.get_available_providers():
+                    raise SkipCell(
+                        "this onnxruntime build has no CUDAExecutionProvider (pip install "
+                        "onnxruntime-gpu), so it would silently run on the CPU"
+                    )
+                # fp32 means IEEE fp32: the CUDA provider would otherwise run convs in TF32.
+                providers.insert(0, ("CUDAExecutionProvider", {"use_tf32": "0"}))
+            path = context.onnx()
+        context.used[(self.name, precision)] = path
+        return onnxruntime_runner(
+            path, providers=providers, threads=context.threads, name=self.name
+        )
+
+    def build(self, request: BuildRequest, on_step: StepCallback = _quiet) -> BuildResult:
+        import onnx
+
+        from hgdeploy.base.artifacts import atomic_path, sha256_file, write_sidecar
+
+        precision = self.check_precision(request.precision)
+        source = self.lowered(request, precision, on_step)
+        fields: dict[str, Any] = {}
+        model = source.lowered
+        calibration = None
+        if precision == "int8":
+            from hgdeploy.precision import onnxruntime_int8
+
+            calibration = self.calibration(source, request)
+            feeds = calibration_feeds_or_none(calibration, source.spec)
+            on_step(
+                "calibrating and quantizing (ONNX Runtime U8S8)" if feeds else "quantizing (cache)"
+            )
+            model = onnxruntime_int8.quantize_u8s8(
+                source.lowered, feeds=feeds, cache=calibration.cache, write_cache=feeds is not None
+            )
+            calibration.write_sidecar(onnxruntime_int8.METHOD, onnxruntime_int8.CACHE_FORMAT)
+            fields["calibration"] = calibration.describe(onnxruntime_int8.METHOD)
+            fields["quantization"] = {
+                "scheme": onnxruntime_int8.SCHEME,
+                **onnxruntime_int8.qdq_summary(model),
+            }
+        set_metadata(model, source.provenance, fields.get("quantization", {}).get("scheme"))
+        with atomic_path(source.output) as tmp:
+            onnx.save_model(model, str(tmp))
+        record = {**source.provenance, **fields, "sha256": sha256_file(source.output)}
+        sidecar = write_sidecar(source.output, record)
+        return describe(source.output, sidecar, calibration.cache if calibration else None)

@@ -1,0 +1,125 @@
+"""OpenVINO on the CPU: runs an ONNX (plugin form lowered) or an IR, and builds IR at fp32, bf16
+(OpenVINO's inference-precision hint, recorded with the IR) or int8 (NNCF post-training
+quantization, `precision.nncf_int8`).
+
+Why no fp16: OpenVINO's CPU fp16 needs AVX512-FP16/AMX-FP16 hardware. "default" runs with no
+precision hint (OpenVINO's own choice for this CPU): the peer every CPU cell is compared with.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from hgdeploy.backends.base import (
+    BuildRequest,
+    BuildResult,
+    RunContext,
+    RunRequest,
+    SkipCell,
+    StepCallback,
+    _quiet,
+)
+from hgdeploy.backends.cpu_artifacts import (
+    CpuArtifactBackend,
+    calibration_feeds_or_none,
+    describe,
+)
+
+if TYPE_CHECKING:
+    from polygraphy.backend.base import BaseRunner
+
+
+class OpenVinoBackend(CpuArtifactBackend):
+    name = "openvino"
+    summary = "OpenVINO (CPU)"
+    device = "cpu"
+    runs = ("fp32", "bf16", "int8", "default")
+    builds = ("fp32", "bf16", "int8")
+    default_build = "fp32"
+    artifact_suffixes = (".onnx", ".xml")
+    peer_precision = "default"
+    artifact_suffix = ".xml"
+    cache_suffix = ".nncf-stats"
+    artifact_kind = "openvino-ir"
+
+    def artifact_tag(self, precision: str) -> str:
+        return f"openvino-{precision}"
+
+    def unavailable_reason(self) -> str | None:
+        return None if importlib.util.find_spec("openvino") else "openvino is not installed"
+
+    def runner(self, request: RunRequest) -> BaseRunner:
+        """bf16 is a compile hint; int8 (an NNCF IR) and fp16 live in the artifact, whose
+        non-quantized ops run at fp32."""
+        from hgdeploy.backends.onnx_checks import check_onnx_fits
+        from hgdeploy.runners.openvino_runner import openvino_runner
+
+        artifact = Path(str(request.artifact))
+        self.check_artifact_suffix(artifact)
+        if artifact.suffix != ".xml":  # an IR keeps the export's dynamic batch
+            check_onnx_fits(request.spec, artifact, request.batch)
+        hint = "bf16" if request.precision == "bf16" else "fp32"
+        return openvino_runner(artifact, precision=hint, threads=request.threads)
+
+    def bench_runner(self, context: RunContext, batch: int, precision: str) -> BaseRunner:
+        """The dynamic-batch ONNX at fp32 / bf16 (a compile hint) / default (no hint), or the
+        NNCF int8 IR."""
+        from hgdeploy.runners.openvino_runner import cpu_supports_bf16, openvino_runner
+
+        if context.device != "cpu":
+            raise SkipCell(f"OpenVINO runs on the CPU only here (--device {context.device})")
+        if precision == "bf16" and not cpu_supports_bf16():
+            raise SkipCell("this CPU has no native bf16 (AVX512_BF16 or AMX) for OpenVINO")
+        path = context.built_artifact(self, "int8") if precision == "int8" else context.onnx()
+        context.used[(self.name, precision)] = path
+        return openvino_runner(path, precision=precision, threads=context.threads, name=self.name)
+
+    def judged_precision(self, runner: BaseRunner, precision: str) -> str:
+        """ "default" is judged by what OpenVINO compiled to (bf16 on a CPU with bf16)."""
+        compiled = getattr(runner, "compiled_precision", None)
+        if precision != self.peer_precision or compiled is None:
+            return precision
+        return {"bf16": "bf16", "f16": "fp16"}.get(compiled, "fp32")
+
+    def build(self, request: BuildRequest, on_step: StepCallback = _quiet) -> BuildResult:
+        from hgdeploy.backends import openvino_ir
+        from hgdeploy.base.artifacts import sha256_file, write_sidecar
+
+        precision = self.check_precision(request.precision)
+        source = self.lowered(request, precision, on_step)
+        on_step("converting to OpenVINO IR")
+        model = openvino_ir.ov_model_from_onnx(source.lowered)
+        hint = "bf16" if precision == "bf16" else "f32"
+        fields: dict[str, Any] = {"inference_precision_hint": hint}
+        calibration = None
+        if precision == "int8":
+            from hgdeploy.precision import nncf_int8
+
+            calibration = self.calibration(source, request)
+            feeds = calibration_feeds_or_none(calibration, source.spec)
+            on_step(
+                "collecting statistics and quantizing (NNCF)" if feeds else "quantizing (cache)"
+            )
+            model = nncf_int8.quantize_nncf(
+                model,
+                feeds=feeds,
+                statistics=calibration.cache,
+                write_statistics=feeds is not None,
+            )
+            calibration.write_sidecar(nncf_int8.METHOD, nncf_int8.STATISTICS_FORMAT)
+            fields["calibration"] = calibration.describe(nncf_int8.METHOD)
+            fields["quantization"] = {"scheme": nncf_int8.SCHEME}
+        output = source.output
+        openvino_ir.save_ir(model, output, precision)
+        bin_path = output.with_suffix(".bin")
+        record = {
+            **source.provenance,
+            **fields,
+            "weights_file": bin_path.name,
+            "sha256": sha256_file(output),
+            "weights_sha256": sha256_file(bin_path),
+        }
+        sidecar = write_sidecar(output, record)
+        return describe(output, sidecar, calibration.cache if calibration else None)

@@ -1,0 +1,96 @@
+"""`hgdeploy build --backend tensorrt`: fp32 ONNX -> precision-prepared ONNX -> TensorRT engine.
+
+Every step before the TensorRT build runs on any CPU machine, so `--prepare-only` (and a build
+attempted without TensorRT) still leaves the prepared ONNX, its sidecar and, for INT8, the
+calibration cache ready to copy to a GPU machine.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from hgdeploy.backends.base import BuildRequest, StepCallback, _quiet
+from hgdeploy.backends.profile import batch_profile
+from hgdeploy.backends.tensorrt_engine import BuildSettings, build_engine, require_tensorrt
+from hgdeploy.base.artifacts import read_sidecar
+from hgdeploy.base.errors import HgDeployError
+from hgdeploy.base.zoo import get_spec
+from hgdeploy.exporters.onnx_export import fp32_onnx_for
+from hgdeploy.precision.int8 import DEFAULT_HIGH_PRECISION
+from hgdeploy.precision.tensorrt_graphs import PreparedModel, prepare_precision
+
+DEFAULT_CALIB_BATCHES = 4
+
+
+@dataclass(frozen=True)
+class EngineResult:
+    prepared: PreparedModel
+    engine: Path | None  # None with --prepare-only
+
+
+def file_tag(precision: str, high_precision: str | None) -> str:
+    """``int8`` for the default int8 graph, ``int8-fp32`` for one with fp32 layers."""
+    if high_precision in (None, DEFAULT_HIGH_PRECISION):
+        return precision
+    return f"{precision}-{high_precision}"
+
+
+def default_engine_path(prepared_onnx: Path, tag: str) -> Path:
+    return prepared_onnx.with_name(f"{prepared_onnx.stem.split('_dyn')[0]}_{tag}.engine")
+
+
+def build_settings(request: BuildRequest) -> BuildSettings:
+    """The profile and builder settings `request` asks for (zoo defaults where it is silent)."""
+    profile = batch_profile(
+        get_spec(request.model),
+        request.batch,
+        request.min_batch,
+        request.opt_batch,
+        request.max_batch,
+    )
+    return BuildSettings(profile, request.workspace_gib, request.timing_cache)
+
+
+def run_build_engine(
+    request: BuildRequest,
+    settings: BuildSettings | None = None,
+    on_step: StepCallback = _quiet,
+) -> EngineResult:
+    """Prepare the precision-specific ONNX, then build the engine unless `prepare_only`."""
+    precision = request.precision or "fp16"
+    if precision not in ("fp32", "fp16", "int8"):
+        raise HgDeployError("precision must be one of fp32, fp16, int8")
+    settings = settings or build_settings(request)
+    spec = get_spec(request.model)
+    fp32 = fp32_onnx_for(request.model, request.onnx, request.checkpoint, on_step)
+    sidecar = read_sidecar(fp32)  # the model itself is checked by prepare_precision
+    if sidecar is not None and sidecar.get("corner_pool") == "onnx":
+        raise HgDeployError(f"{fp32} has lowered corner pools; build engines from the plugin form")
+    tag = file_tag(precision, request.high_precision)
+    prepared_path = fp32.with_name(f"{fp32.stem}_{tag}.onnx")
+    on_step(f"preparing the {precision} ONNX")
+    prepared = prepare_precision(
+        spec.name,
+        fp32,
+        precision,  # type: ignore[arg-type]
+        prepared_path,
+        calib_dir=request.calib_dir,
+        calib_cache=request.calib_cache,
+        calib_batches=request.calib_batches or DEFAULT_CALIB_BATCHES,
+        high_precision=request.high_precision,
+    )
+    if request.prepare_only:
+        return EngineResult(prepared, None)
+    require_tensorrt(prepared.path)
+    output = request.output or default_engine_path(fp32, tag)
+    on_step(f"building the TensorRT engine {output} (this takes minutes)")
+    engine = build_engine(
+        spec,
+        prepared.path,
+        output,
+        precision,
+        settings,
+        sidecar_extra={"source_onnx": str(fp32)},
+    )
+    return EngineResult(prepared, engine)

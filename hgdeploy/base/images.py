@@ -1,0 +1,94 @@
+"""Real input images and the upstream-style preprocessing that turns them into network inputs.
+
+Sample photographs come from scikit-image, which ships them inside its wheel (no download), so
+parity checks, calibration and demos run on real image statistics anywhere.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from hgdeploy.base.errors import HgDeployError
+from hgdeploy.base.zoo import ModelSpec
+
+# Colour photographs bundled with scikit-image (people, animals, objects, street scenes).
+SAMPLE_IMAGES = ("astronaut", "chelsea", "coffee", "rocket", "motorcycle", "immunohistochemistry")
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
+
+
+def sample_images(names: Iterable[str] = SAMPLE_IMAGES) -> list[tuple[str, np.ndarray]]:
+    """(name, HxWx3 uint8 RGB) pairs from scikit-image's bundled data."""
+    from skimage import data
+
+    images = []
+    for name in names:
+        if name == "motorcycle":
+            image = data.stereo_motorcycle()[0]
+        else:
+            image = getattr(data, name)()
+        images.append((name, np.ascontiguousarray(image[..., :3], dtype=np.uint8)))
+    return images
+
+
+def read_image(path: str | Path) -> np.ndarray:
+    """An image file as HxWx3 uint8 RGB, or a one-line error."""
+    try:
+        with Image.open(path) as img:
+            return np.asarray(img.convert("RGB"), dtype=np.uint8)
+    except (OSError, UnidentifiedImageError) as exc:
+        raise HgDeployError(f"cannot read image {path}: {exc}") from None
+
+
+def images_in(directory: str | Path) -> list[tuple[str, np.ndarray]]:
+    """Every jpg/png/bmp image in `directory` (sorted by name), for calibration or parity."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise HgDeployError(f"image directory not found: {directory}")
+    paths = sorted(p for p in directory.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not paths:
+        raise HgDeployError(f"no {'/'.join(IMAGE_SUFFIXES)} images in {directory}")
+    return [(p.name, read_image(p)) for p in paths]
+
+
+def letterbox(image: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Resize keeping the aspect ratio and centre on a zero canvas (upstream `crop_image` style)."""
+    h, w = image.shape[:2]
+    scale = min(height / h, width / w)
+    new_h, new_w = max(1, round(h * scale)), max(1, round(w * scale))
+    resized = np.asarray(Image.fromarray(image).resize((new_w, new_h), Image.BILINEAR))
+    canvas = np.zeros((height, width, 3), dtype=np.uint8)
+    top, left = (height - new_h) // 2, (width - new_w) // 2
+    canvas[top : top + new_h, left : left + new_w] = resized
+    return canvas
+
+
+def preprocess(spec: ModelSpec, images: Sequence[np.ndarray]) -> np.ndarray:
+    """A float32 batch in the model's layout: resize, channel order, /255, mean/std."""
+    height, width = spec.input_hw
+    pre = spec.preprocessing
+    batch = []
+    for image in images:
+        if pre.resize == "letterbox":
+            fitted = letterbox(image, height, width)
+        else:
+            fitted = np.asarray(Image.fromarray(image).resize((width, height), Image.BILINEAR))
+        pixels = fitted.astype(np.float32) / 255.0
+        if pre.channel_order == "BGR":
+            pixels = pixels[..., ::-1]
+        pixels = (pixels - np.asarray(pre.mean, np.float32)) / np.asarray(pre.std, np.float32)
+        batch.append(pixels)
+    stacked = np.stack(batch).astype(np.float32)
+    if spec.layout == "NCHW":
+        stacked = stacked.transpose(0, 3, 1, 2)
+    return np.ascontiguousarray(stacked)
+
+
+def sample_batch(spec: ModelSpec, batch: int) -> np.ndarray:
+    """`batch` preprocessed sample images (cycling through the bundled ones)."""
+    samples = sample_images()
+    chosen = [samples[i % len(samples)][1] for i in range(batch)]
+    return preprocess(spec, chosen)

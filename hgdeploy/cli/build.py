@@ -1,0 +1,140 @@
+"""`hgdeploy build` (alias `build-engine`): a deployable artifact for one backend.
+
+The flags say what the user wants; `BuildRequest` and the backend check whether it makes sense
+(`Backend.check_precision`, `check_build_options`), so the same refusals hold for library users.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+from rich.table import Table
+
+from hgdeploy.backends.registry import backends_building
+from hgdeploy.base.precisions import INT8_HIGH_PRECISIONS, PRECISIONS
+from hgdeploy.cli.options import (
+    backend_option,
+    calibration_options,
+    checkpoint_option,
+    console,
+    model_option,
+    output_file_option,
+    path_or_none,
+    profile_options,
+)
+
+
+def _precision_help(precision: str) -> str:
+    builders = backends_building(precision)
+    return f"{PRECISIONS[precision].summary} (--backend {' / '.join(builders)})."
+
+
+def precision_flags(function: Any) -> Any:
+    """One flag per precision some backend builds (--fp32, --fp16, ...), from the registries."""
+    for name in reversed([p for p in PRECISIONS if backends_building(p)]):
+        function = click.option(
+            f"--{name}", "precision", flag_value=name, help=_precision_help(name)
+        )(function)
+    return function
+
+
+@click.command("build")
+@model_option
+@backend_option(
+    "tensorrt",
+    "tensorrt: a GPU engine. openvino / onnxruntime: a CPU artifact (OpenVINO IR, or an ONNX "
+    "for ONNX Runtime's CPU provider).",
+    builds=True,
+)
+@click.option(
+    "--target",
+    "target",
+    default=None,
+    hidden=True,
+    help="Old name of --backend (kept so existing scripts keep working).",
+)
+@precision_flags
+@click.option(
+    "--onnx",
+    "onnx_path",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="FP32 plugin-form ONNX; default: exported (dynamic batch) under artifacts/.",
+)
+@checkpoint_option
+@profile_options
+@output_file_option(
+    "Engine path (CPU backends: the .xml IR or .onnx); default: beside the fp32 ONNX."
+)
+@calibration_options
+@click.option(
+    "--high-precision",
+    type=click.Choice(INT8_HIGH_PRECISIONS),
+    default=None,
+    help="TensorRT INT8: the type of the layers left unquantized (default: fp16, as NVIDIA "
+    "ModelOpt does; fp32 isolates the int8 error).",
+)
+@click.option(
+    "--prepare-only",
+    is_flag=True,
+    help="Stop after writing the precision-prepared ONNX (no TensorRT needed).",
+)
+def build_command(
+    model_name: str,
+    backend: str,
+    target: str | None,
+    precision: str | None,
+    onnx_path: str | None,
+    checkpoint: str | None,
+    output: str | None,
+    calib_dir: str | None,
+    calib_cache: str | None,
+    calib_batches: int | None,
+    high_precision: str | None,
+    prepare_only: bool,
+    **profile: Any,
+) -> None:
+    """Build a deployable artifact: a TensorRT engine (default; FP32/FP16/INT8 ONNX prepared on
+    the CPU first) or a CPU artifact for OpenVINO (FP32/BF16/INT8) or ONNX Runtime (FP32/INT8)."""
+    from hgdeploy.backends import BuildRequest
+    from hgdeploy.backends.build_job import run_build
+
+    request = BuildRequest(
+        model=model_name,
+        backend=target or backend,
+        precision=precision,
+        onnx=path_or_none(onnx_path),
+        checkpoint=path_or_none(checkpoint),
+        output=path_or_none(output),
+        calib_dir=path_or_none(calib_dir),
+        calib_cache=path_or_none(calib_cache),
+        calib_batches=calib_batches,
+        batch=profile["batch"],
+        min_batch=profile["min_batch"],
+        opt_batch=profile["opt_batch"],
+        max_batch=profile["max_batch"],
+        workspace_gib=profile["workspace"],
+        timing_cache=path_or_none(profile["timing_cache"]),
+        high_precision=high_precision,
+        prepare_only=prepare_only,
+    )
+    with console.status("building") as status:
+        result = run_build(request, on_step=lambda text: status.update(text))
+    for line in result.summary:
+        console.print(line)
+    if result.quality is not None:
+        _print_quality(result.quality, result.precision)
+    for line in result.closing:
+        console.print(line)
+
+
+def _print_quality(quality: Any, precision: str) -> None:
+    table = Table(title=f"{precision} vs fp32 on ONNX Runtime CPU ({quality.samples} images)")
+    for column in ("output", "relative L2", "max abs err / range", "peak agreement"):
+        table.add_column(column)
+    for row in quality.rows:
+        scale = row.max_abs_error / row.reference_max_abs if row.reference_max_abs else 0.0
+        agreement = "-" if row.peak_agreement is None else f"{row.peak_agreement:.1%}"
+        table.add_row(row.output, f"{row.relative_l2:.3g}", f"{scale:.3g}", agreement)
+    console.print(table)

@@ -1,0 +1,67 @@
+"""`hgdeploy export`: a zoo model to ONNX, with its sidecar."""
+
+from __future__ import annotations
+
+import click
+
+from hgdeploy.base.export_settings import CORNER_POOL_FORMS, DEFAULT_OPSET, MIN_OPSET
+from hgdeploy.cli.options import (
+    batch_option,
+    checkpoint_option,
+    console,
+    model_option,
+    output_file_option,
+    seed_option,
+)
+
+
+@click.command("export")
+@model_option
+@checkpoint_option
+@output_file_option("ONNX path; default artifacts/NAME/NAME_b<batch>_<form>.onnx.")
+@batch_option(1, "Batch size of the exported input (the example size when dynamic).")
+@click.option("--dynamic-batch", is_flag=True, help="Make the batch axis dynamic ('batch').")
+@click.option(
+    "--opset",
+    type=click.IntRange(min=MIN_OPSET),
+    default=DEFAULT_OPSET,
+    show_default=True,
+    help="Default-domain ONNX opset.",
+)
+@click.option(
+    "--corner-pool",
+    type=click.Choice(CORNER_POOL_FORMS),
+    default="plugin",
+    show_default=True,
+    help="plugin: one TopPool/LeftPool/BottomPool/RightPool node per pool (TensorRT "
+    "plugins); onnx: lowered to standard ONNX ops (any runtime).",
+)
+@seed_option
+def export_command(
+    model_name: str,
+    checkpoint: str | None,
+    output: str | None,
+    batch: int,
+    dynamic_batch: bool,
+    opset: int,
+    corner_pool: str,
+    seed: int,
+) -> None:
+    """Export a zoo model to ONNX (plus a sidecar JSON describing it)."""
+    from hgdeploy.exporters.onnx_export import ExportOptions, export_to_file
+
+    options = ExportOptions(batch, dynamic_batch, opset, corner_pool)  # type: ignore[arg-type]
+    with console.status("exporting") as status:
+        result = export_to_file(
+            model_name,
+            checkpoint=checkpoint,
+            output=output,
+            options=options,
+            seed=seed,
+            on_step=lambda text: status.update(text),
+        )
+    pools = sum(result.corner_pool_nodes.values())
+    console.print(
+        f"wrote {result.path} ({result.path.stat().st_size / 2**20:.1f} MiB, "
+        f"{pools} corner-pool plugin nodes, {result.seconds:.1f} s) and {result.sidecar}"
+    )

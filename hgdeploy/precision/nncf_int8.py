@@ -1,0 +1,98 @@
+"""INT8 for OpenVINO: NNCF post-training quantization of an OpenVINO model, with a reusable
+statistics cache.
+
+NNCF's default for CPUs: symmetric int8 weights per channel and activations per tensor, MinMax
+ranges, fast bias correction; the lowered corner pools' Pad ops left fp32. As ``nncf.quantize``
+does for an OpenVINO model, with one difference: the statistics step and the quantization step
+are run separately, so the collected statistics are saved as NNCF's statistics cache (a
+directory) and a later build can quantize from that cache without images, to the same IR.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import openvino as ov
+
+from hgdeploy.base.artifacts import current_umask, prepare_output_dir
+from hgdeploy.base.errors import HgDeployError, first_line
+
+SCHEME = (
+    "NNCF post-training quantization, default CPU preset: int8 symmetric weights per output "
+    "channel, int8 activations per tensor (MinMax), fast bias correction; FakeQuantize in IR"
+)
+STATISTICS_FORMAT = "NNCF statistics cache (directory: statistics_metadata.json + tensors)"
+METHOD = "NNCF MinMax + fast bias correction"
+
+
+def quantize_nncf(
+    model: ov.Model,
+    *,
+    feeds: Sequence[dict[str, np.ndarray]] | None,
+    statistics: Path,
+    write_statistics: bool,
+) -> ov.Model:
+    """The NNCF int8 model; statistics collected on ``feeds`` and saved to the directory
+    ``statistics`` (with ``write_statistics``), or loaded from it."""
+    import nncf
+    from nncf.common.factory import StatisticsAggregatorFactory
+    from nncf.openvino.graph.model_utils import remove_friendly_name_duplicates
+    from nncf.openvino.graph.nncf_graph_builder import GraphConverter
+    from nncf.quantization.algorithms.post_training.algorithm import PostTrainingQuantization
+    from openvino._offline_transformations import compress_quantize_weights_transformation
+
+    nncf.set_log_level(logging.ERROR)
+    if write_statistics and not feeds:
+        raise HgDeployError("no calibration images")
+    if not write_statistics and not (statistics / "statistics_metadata.json").is_file():
+        raise HgDeployError(f"{statistics} is not an NNCF statistics cache (directory)")
+    model = remove_friendly_name_duplicates(model)
+    samples = list(feeds or [])
+    algorithm = PostTrainingQuantization(
+        subset_size=max(1, len(samples)),
+        # The lowered corner pools pad with -inf; OpenVINO's low-precision transformations
+        # cannot move a dequantization through such a Pad (compile fails in PadTransformation),
+        # so the pools stay fp32, as they do in the TensorRT int8 graph.
+        ignored_scope=nncf.IgnoredScope(types=["Pad"], validate=False),
+    )
+    graph = GraphConverter.create_nncf_graph(model)
+    aggregator = StatisticsAggregatorFactory.create(model, nncf.Dataset(samples))
+    aggregator.register_statistic_points(algorithm.get_statistic_points(model, graph))
+    try:
+        if write_statistics:
+            aggregator.collect_statistics(model, graph)
+            _dump_statistics_atomically(aggregator, statistics)
+        else:
+            aggregator.load_statistics_from_dir(statistics)
+    except (nncf.StatisticsCacheError, nncf.ValidationError) as exc:
+        raise HgDeployError(
+            f"NNCF statistics cache {statistics} does not fit: {first_line(exc)}"
+        ) from None
+    quantized = algorithm.apply(model, graph, aggregator.statistic_points)
+    compress_quantize_weights_transformation(quantized)  # int8 weights in the IR, as nncf does
+    return quantized
+
+
+def _dump_statistics_atomically(aggregator: object, directory: Path) -> None:
+    """Dump into a temporary sibling directory, then rename it into place."""
+    prepare_output_dir(directory)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
+    try:
+        aggregator.dump_statistics(tmp)  # type: ignore[attr-defined]
+        os.chmod(tmp, 0o777 & ~current_umask())  # mkdtemp makes 0700; give the usual directory mode
+        if directory.exists():
+            _remove_tree(directory)
+        os.replace(tmp, directory)
+    finally:
+        if tmp.exists():
+            _remove_tree(tmp)
+
+
+def _remove_tree(path: Path) -> None:
+    shutil.rmtree(path, ignore_errors=True)
