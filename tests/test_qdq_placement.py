@@ -219,6 +219,11 @@ def test_rejects_old_opsets_and_bad_ranges() -> None:
         quantize_int8(model, {"r": 1.0, "a_relu": float("nan")})
     with pytest.raises(HgDeployError, match="high precision must be"):
         quantize_int8(model, amax, "bf16")
+    # A range no scale can hold (a corrupt cache) is refused, not written as an inf scale.
+    with pytest.raises(HgDeployError, match="gives a scale fp16 cannot hold"):
+        quantize_int8(model, {"r": 1e300, "a_relu": 1.0}, "fp16")
+    with pytest.raises(HgDeployError, match="gives a scale fp32 cannot hold"):
+        quantize_int8(model, {"r": 1e300, "a_relu": 1.0}, "fp32")
 
 
 def _run(model: onnx.ModelProto, x: np.ndarray) -> np.ndarray:

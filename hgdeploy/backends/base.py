@@ -147,6 +147,7 @@ class BuildRequest:
     timing_cache: Path | None = None
     high_precision: str | None = None
     prepare_only: bool = False
+    force: bool = False  # replace an existing --output hgdeploy did not write
 
     def option_values(self) -> dict[str, Any]:
         """The backend-specific options by their flag, None where not given."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 from hgdeploy.backends.base import Backend, BuildRequest, BuildResult, StepCallback, _quiet
 from hgdeploy.backends.registry import get_backend, registered_backends
 from hgdeploy.base.errors import HgDeployError
+from hgdeploy.base.outputs import check_output
 
 
 def check_build_options(backend: Backend, request: BuildRequest) -> None:
@@ -35,4 +36,13 @@ def run_build(request: BuildRequest, on_step: StepCallback = _quiet) -> BuildRes
     if takes_it and request.high_precision is not None and precision != "int8":
         raise HgDeployError("--high-precision only applies to --int8")
     check_build_options(backend, request)
+    if request.output is not None:
+        inputs = {
+            "--onnx": request.onnx,
+            "--checkpoint": request.checkpoint,
+            "--calib-cache": request.calib_cache,
+            "--calib-dir": request.calib_dir,
+            "--timing-cache": request.timing_cache,
+        }
+        check_output(request.output, inputs=inputs, force=request.force)
     return backend.build(BuildRequest(**{**request.__dict__, "precision": precision}), on_step)

@@ -18,12 +18,13 @@ reuses one (refused if it was made for another model or other weights).
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from hgdeploy.backends.base import Backend, BuildRequest, BuildResult, StepCallback
-from hgdeploy.base.artifacts import read_sidecar, sha256_file
+from hgdeploy.base.artifacts import read_sidecar, sha256_file, verify_sidecar
 from hgdeploy.base.errors import HgDeployError
 from hgdeploy.base.export_settings import METADATA_MODEL_KEY, PRECISION_KEY
 from hgdeploy.base.zoo import ModelSpec, get_spec
@@ -120,12 +121,14 @@ def calibration_for(
 
 
 def calibration_feeds_or_none(
-    calibration: CalibrationSource, spec: ModelSpec
+    calibration: CalibrationSource, spec: ModelSpec, check_cache: Callable[[Path], None]
 ) -> list[dict[str, Any]] | None:
-    """Preprocessed calibration inputs, or None when quantizing from a (checked) cache."""
+    """Preprocessed calibration inputs, or None when quantizing from a cache (its content
+    checked by `check_cache` first, then its record)."""
     from hgdeploy.precision.calibration import calibration_feeds
 
     if calibration.from_cache:
+        check_cache(calibration.cache)
         calibration.adopt_sidecar()
         return None
     _, pixels = calibration.images()
@@ -148,6 +151,15 @@ def set_metadata(model: onnx.ModelProto, provenance: dict[str, Any], scheme: str
         model.metadata_props.add(key=key, value=value)
 
 
+def _matches_sidecar(path: Path) -> bool:
+    """Whether the artifact is the one its sidecar describes (else it is rebuilt)."""
+    try:
+        verify_sidecar(path)
+    except HgDeployError:
+        return False
+    return True
+
+
 class CpuArtifactBackend(Backend):
     """What the CPU backends share: artifacts named by tag beside the fp32 export, a lowered
     source, a calibration cache beside the artifact, and reuse while the export is unchanged."""
@@ -167,7 +179,10 @@ class CpuArtifactBackend(Backend):
         else built now."""
         path = self.default_artifact(fp32_onnx, precision)
         record = read_sidecar(path) if path.is_file() else None
-        if record is not None and record.get("source", {}).get("sha256") == sha256_file(fp32_onnx):
+        same_source = record is not None and record.get("source", {}).get("sha256") == sha256_file(
+            fp32_onnx
+        )
+        if same_source and _matches_sidecar(path):
             return path
         result = self.build(BuildRequest(name, self.name, precision, onnx=fp32_onnx))
         assert result.artifact is not None

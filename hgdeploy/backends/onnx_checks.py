@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from hgdeploy.base.errors import HgDeployError
+import onnx
+
+from hgdeploy.base.errors import HgDeployError, first_line
 from hgdeploy.base.onnx_files import INPUT_NAME, METADATA_MODEL_KEY, input_dims, load_onnx, metadata
 from hgdeploy.base.zoo import ModelSpec
 
@@ -12,6 +14,10 @@ from hgdeploy.base.zoo import ModelSpec
 def check_onnx_fits(spec: ModelSpec, onnx_path: Path, batch: int) -> None:
     """Refuse an ONNX of another model, or one whose static batch is not `batch`."""
     model = load_onnx(onnx_path)
+    try:  # a broken graph fails here in a second, not in the runtime after the eager run
+        onnx.checker.check_model(model)
+    except onnx.checker.ValidationError as exc:
+        raise HgDeployError(f"{onnx_path} is not a valid ONNX graph: {first_line(exc)}") from None
     recorded = metadata(model).get(METADATA_MODEL_KEY)
     if recorded is not None and recorded != spec.name:
         raise HgDeployError(f"{onnx_path} holds model {recorded!r}, not {spec.name!r}")

@@ -90,7 +90,7 @@ class OnnxRuntimeBackend(CpuArtifactBackend):
     def build(self, request: BuildRequest, on_step: StepCallback = _quiet) -> BuildResult:
         import onnx
 
-        from hgdeploy.base.artifacts import atomic_path, sha256_file, write_sidecar
+        from hgdeploy.base.artifacts import artifact_files, sidecar_path
 
         precision = self.check_precision(request.precision)
         source = self.lowered(request, precision, on_step)
@@ -101,22 +101,25 @@ class OnnxRuntimeBackend(CpuArtifactBackend):
             from hgdeploy.precision import onnxruntime_int8
 
             calibration = self.calibration(source, request)
-            feeds = calibration_feeds_or_none(calibration, source.spec)
+            feeds = calibration_feeds_or_none(
+                calibration, source.spec, onnxruntime_int8.check_cache
+            )
             on_step(
                 "calibrating and quantizing (ONNX Runtime U8S8)" if feeds else "quantizing (cache)"
             )
-            model = onnxruntime_int8.quantize_u8s8(
-                source.lowered, feeds=feeds, cache=calibration.cache, write_cache=feeds is not None
-            )
-            calibration.write_sidecar(onnxruntime_int8.METHOD, onnxruntime_int8.CACHE_FORMAT)
+            method, cache_format = onnxruntime_int8.METHOD, onnxruntime_int8.CACHE_FORMAT
+            with calibration.cache_to_write(method, cache_format) as cache:
+                model = onnxruntime_int8.quantize_u8s8(
+                    source.lowered, feeds=feeds, cache=cache, write_cache=feeds is not None
+                )
             fields["calibration"] = calibration.describe(onnxruntime_int8.METHOD)
             fields["quantization"] = {
                 "scheme": onnxruntime_int8.SCHEME,
                 **onnxruntime_int8.qdq_summary(model),
             }
         set_metadata(model, source.provenance, fields.get("quantization", {}).get("scheme"))
-        with atomic_path(source.output) as tmp:
-            onnx.save_model(model, str(tmp))
-        record = {**source.provenance, **fields, "sha256": sha256_file(source.output)}
-        sidecar = write_sidecar(source.output, record)
+        with artifact_files(source.output) as pending:
+            onnx.save_model(model, str(pending.tmp()))
+            pending.describe({**source.provenance, **fields, "sha256": pending.sha256()})
+        sidecar = sidecar_path(source.output)
         return describe(source.output, sidecar, calibration.cache if calibration else None)

@@ -85,7 +85,7 @@ class OpenVinoBackend(CpuArtifactBackend):
 
     def build(self, request: BuildRequest, on_step: StepCallback = _quiet) -> BuildResult:
         from hgdeploy.backends import openvino_ir
-        from hgdeploy.base.artifacts import sha256_file, write_sidecar
+        from hgdeploy.base.artifacts import artifact_files, sidecar_path
 
         precision = self.check_precision(request.precision)
         source = self.lowered(request, precision, on_step)
@@ -98,28 +98,29 @@ class OpenVinoBackend(CpuArtifactBackend):
             from hgdeploy.precision import nncf_int8
 
             calibration = self.calibration(source, request)
-            feeds = calibration_feeds_or_none(calibration, source.spec)
+            feeds = calibration_feeds_or_none(calibration, source.spec, nncf_int8.check_cache)
             on_step(
                 "collecting statistics and quantizing (NNCF)" if feeds else "quantizing (cache)"
             )
-            model = nncf_int8.quantize_nncf(
-                model,
-                feeds=feeds,
-                statistics=calibration.cache,
-                write_statistics=feeds is not None,
-            )
-            calibration.write_sidecar(nncf_int8.METHOD, nncf_int8.STATISTICS_FORMAT)
+            method, cache_format = nncf_int8.METHOD, nncf_int8.STATISTICS_FORMAT
+            with calibration.cache_to_write(method, cache_format, directory=True) as statistics:
+                model = nncf_int8.quantize_nncf(
+                    model, feeds=feeds, statistics=statistics, write_statistics=feeds is not None
+                )
             fields["calibration"] = calibration.describe(nncf_int8.METHOD)
             fields["quantization"] = {"scheme": nncf_int8.SCHEME}
         output = source.output
-        openvino_ir.save_ir(model, output, precision)
         bin_path = output.with_suffix(".bin")
-        record = {
-            **source.provenance,
-            **fields,
-            "weights_file": bin_path.name,
-            "sha256": sha256_file(output),
-            "weights_sha256": sha256_file(bin_path),
-        }
-        sidecar = write_sidecar(output, record)
+        # The .bin before the .xml: an .xml in place always has its weights beside it.
+        with artifact_files(output, bin_path) as pending:
+            openvino_ir.save_ir(model, pending.tmp(output), pending.tmp(bin_path), precision)
+            record = {
+                **source.provenance,
+                **fields,
+                "weights_file": bin_path.name,
+                "sha256": pending.sha256(output),
+                "weights_sha256": pending.sha256(bin_path),
+            }
+            pending.describe(record)
+        sidecar = sidecar_path(output)
         return describe(output, sidecar, calibration.cache if calibration else None)

@@ -19,7 +19,6 @@ from pathlib import Path
 import onnx
 import openvino as ov
 
-from hgdeploy.base.artifacts import prepare_output_dir
 from hgdeploy.base.errors import HgDeployError, first_line
 from hgdeploy.exporters.lowering import runnable_model
 
@@ -39,19 +38,16 @@ def _remove_tree(path: Path) -> None:
     shutil.rmtree(path, ignore_errors=True)
 
 
-def save_ir(model: ov.Model, xml: Path, precision: str) -> Path:
-    """Write ``xml`` + ``.bin`` atomically (both renamed into place only once complete), with
-    fp32 weights kept and the target precision recorded in the IR's rt_info."""
+def save_ir(model: ov.Model, xml: Path, weights: Path, precision: str) -> None:
+    """Write the IR to ``xml`` + ``weights`` (temporary paths the caller commits with the
+    sidecar), with fp32 weights kept and the target precision recorded in the IR's rt_info."""
     model.set_rt_info(precision, RT_INFO_PRECISION)
-    prepare_output_dir(xml)
-    tmp_dir = Path(tempfile.mkdtemp(prefix=f".{xml.stem}.", dir=xml.parent))
+    work = Path(tempfile.mkdtemp(prefix=".hgdeploy-ir.", dir=xml.parent))
     try:
-        ov.save_model(model, str(tmp_dir / xml.name), compress_to_fp16=False)
-        # .bin first: an .xml in place always has its weights beside it.
-        os.replace(tmp_dir / xml.with_suffix(".bin").name, xml.with_suffix(".bin"))
-        os.replace(tmp_dir / xml.name, xml)
+        ov.save_model(model, str(work / "model.xml"), compress_to_fp16=False)
+        os.replace(work / "model.bin", weights)
+        os.replace(work / "model.xml", xml)
     except (OSError, RuntimeError) as exc:
-        raise HgDeployError(f"cannot write {xml}: {exc}") from None
+        raise HgDeployError(f"cannot write {xml}: {first_line(exc)}") from None
     finally:
-        _remove_tree(tmp_dir)
-    return xml
+        _remove_tree(work)

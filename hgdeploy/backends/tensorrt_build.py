@@ -52,6 +52,21 @@ def build_settings(request: BuildRequest) -> BuildSettings:
     return BuildSettings(profile, request.workspace_gib, request.timing_cache)
 
 
+def _check_static_batch(fp32: Path, settings: BuildSettings) -> None:
+    """A static-batch ONNX builds only a profile of exactly that batch (say so on the CPU,
+    not after TensorRT parses it on a GPU machine)."""
+    from hgdeploy.base.onnx_files import INPUT_NAME, input_dims, load_onnx
+
+    batch = input_dims(load_onnx(fp32), INPUT_NAME)[0]
+    profile = settings.profile
+    if isinstance(batch, int) and batch > 0 and (profile.min, profile.max) != (batch, batch):
+        raise HgDeployError(
+            f"{fp32} has a static batch of {batch}, so its profile can only be {batch}..{batch} "
+            f"(asked {profile.min}..{profile.max}): use --batch {batch} or export with "
+            "--dynamic-batch"
+        )
+
+
 def run_build_engine(
     request: BuildRequest,
     settings: BuildSettings | None = None,
@@ -67,8 +82,16 @@ def run_build_engine(
     sidecar = read_sidecar(fp32)  # the model itself is checked by prepare_precision
     if sidecar is not None and sidecar.get("corner_pool") == "onnx":
         raise HgDeployError(f"{fp32} has lowered corner pools; build engines from the plugin form")
+    _check_static_batch(fp32, settings)
     tag = file_tag(precision, request.high_precision)
     prepared_path = fp32.with_name(f"{fp32.stem}_{tag}.onnx")
+    if request.prepare_only and request.output is not None:
+        if request.output.suffix != ".onnx":
+            raise HgDeployError(
+                f"with --prepare-only, --output names the prepared ONNX (NAME.onnx), not "
+                f"{request.output.name}"
+            )
+        prepared_path = request.output
     on_step(f"preparing the {precision} ONNX")
     prepared = prepare_precision(
         spec.name,

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from hgdeploy.backends.profile import BatchProfile
-from hgdeploy.base.artifacts import atomic_path, sha256_file, write_sidecar
+from hgdeploy.base.artifacts import artifact_files, sha256_file
 from hgdeploy.base.errors import HgDeployError, first_line
 from hgdeploy.base.onnx_files import INPUT_NAME
 from hgdeploy.base.zoo import ModelSpec
@@ -94,11 +94,9 @@ def build_engine(
     except Exception as exc:  # Polygraphy raises PolygraphyException with TensorRT's log
         first = first_line(exc)
         raise HgDeployError(f"TensorRT engine build failed: {first}") from None
-    with atomic_path(output) as tmp:
-        tmp.write_bytes(bytes(serialized))
-    write_sidecar(
-        output,
-        {
+    with artifact_files(output) as pending:
+        pending.tmp().write_bytes(bytes(serialized))
+        record = {
             "kind": "tensorrt-engine",
             "model": spec.name,
             "precision": precision,
@@ -109,8 +107,8 @@ def build_engine(
             "onnx": str(onnx_path),
             "onnx_sha256": sha256_file(onnx_path),
             "plugins": plugins,
-            "sha256": sha256_file(output),
+            "sha256": pending.sha256(),
             **(sidecar_extra or {}),
-        },
-    )
+        }
+        pending.describe(record)
     return output

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from hgdeploy.backends.profile import BatchProfile
 from hgdeploy.backends.tensorrt_engine import gpu_identity, tensorrt_unavailable_reason
-from hgdeploy.base.artifacts import read_sidecar
+from hgdeploy.base.artifacts import verify_sidecar
 from hgdeploy.base.errors import HgDeployError
 
 if TYPE_CHECKING:
@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 def engine_record(engine: Path) -> dict[str, Any]:
     if not engine.is_file():
         raise HgDeployError(f"engine not found: {engine}")
-    record = read_sidecar(engine)
+    record = verify_sidecar(engine)
     if record is None or record.get("kind") != "tensorrt-engine":
         raise HgDeployError(
             f"{engine} has no engine sidecar ({engine}.json); rebuild it with hgdeploy build-engine"

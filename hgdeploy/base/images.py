@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from hgdeploy.base.errors import HgDeployError
+from hgdeploy.base.errors import HgDeployError, first_line
 from hgdeploy.base.zoo import ModelSpec
 
 # Colour photographs bundled with scikit-image (people, animals, objects, street scenes).
@@ -35,12 +35,37 @@ def sample_images(names: Iterable[str] = SAMPLE_IMAGES) -> list[tuple[str, np.nd
 
 
 def read_image(path: str | Path) -> np.ndarray:
-    """An image file as HxWx3 uint8 RGB, or a one-line error."""
+    """An image file as HxWx3 uint8 RGB, or a one-line error.
+
+    16-bit images keep their content: the high byte of each sample, as OpenCV's ``imread``
+    (what upstream reads with) gives, instead of PIL's ``convert`` saturating every value above
+    255. Images larger than PIL's decompression-bomb limit are refused."""
     try:
         with Image.open(path) as img:
+            if img.mode in _WIDE_MODES:
+                return _to_rgb8(np.asarray(img))
             return np.asarray(img.convert("RGB"), dtype=np.uint8)
-    except (OSError, UnidentifiedImageError) as exc:
-        raise HgDeployError(f"cannot read image {path}: {exc}") from None
+    except Image.DecompressionBombError:
+        limit = Image.MAX_IMAGE_PIXELS
+        raise HgDeployError(
+            f"cannot read image {path}: more than {limit} pixels (refused as a possible "
+            "decompression bomb)"
+        ) from None
+    except (OSError, UnidentifiedImageError, ValueError) as exc:
+        raise HgDeployError(f"cannot read image {path}: {first_line(exc)}") from None
+
+
+# PIL's modes for single-channel images wider than 8 bits (16-bit PNG/TIFF grayscale).
+_WIDE_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")
+
+
+def _to_rgb8(samples: np.ndarray) -> np.ndarray:
+    """16-bit (or 32-bit integer holding 16-bit) grayscale -> 8-bit RGB by the high byte."""
+    wide = samples.astype(np.int64)
+    if wide.min() < 0 or wide.max() > 0xFFFF:
+        raise HgDeployError(f"unsupported image samples in range {wide.min()}..{wide.max()}")
+    gray = (wide >> 8).astype(np.uint8)
+    return np.ascontiguousarray(np.repeat(gray[..., None], 3, axis=-1))
 
 
 def images_in(directory: str | Path) -> list[tuple[str, np.ndarray]]:

@@ -19,7 +19,7 @@ def load_onnx(path: str | Path) -> onnx.ModelProto:
         raise HgDeployError(f"ONNX file not found: {path}")
     try:
         model = onnx.load(str(path))
-    except (DecodeError, OSError, ValueError, RuntimeError) as exc:
+    except (DecodeError, OSError, ValueError, RuntimeError, onnx.checker.ValidationError) as exc:
         reason = first_line(exc)
         raise HgDeployError(f"cannot read ONNX {path}: {reason}") from None
     if not model.graph.node:

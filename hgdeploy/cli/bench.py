@@ -15,8 +15,8 @@ import click
 from rich.markup import escape
 from rich.table import Table
 
-from hgdeploy.base.artifacts import prepare_output_dir
 from hgdeploy.base.errors import HgDeployError
+from hgdeploy.base.outputs import check_output
 from hgdeploy.base.zoo import ZOO
 from hgdeploy.cli.options import (
     RegistryChoice,
@@ -24,6 +24,7 @@ from hgdeploy.cli.options import (
     benchmarked_precisions_option,
     checkpoint_option,
     console,
+    force_option,
     seed_option,
     timing_options,
 )
@@ -102,6 +103,7 @@ class BatchType(click.ParamType):
 )
 @checkpoint_option
 @seed_option
+@force_option
 @click.option(
     "--op",
     type=click.Choice(["corner-pool", "matmul-peak"]),
@@ -124,6 +126,7 @@ def bench_command(
     checkpoint: str | None,
     seed: int,
     op: str | None,
+    force: bool,
 ) -> None:
     """Benchmark backends against eager torch on real images (each cell parity-checked first)."""
     from hgdeploy.bench.timing import TimingPlan
@@ -134,6 +137,9 @@ def bench_command(
         plan = TimingPlan(warmup, None, seconds)
     else:
         plan = TimingPlan(warmup, iterations or 10, None)
+    # An unwritable or foreign --output fails now, not after the run.
+    inputs = {"--checkpoint": checkpoint, "--engine": engine}
+    check_output(output, inputs=inputs, force=force, directory=True)
     if op == "corner-pool":
         _corner_pool(plan, models, threads, device, batches, output)
         return
@@ -159,7 +165,7 @@ def bench_command(
     )
     config.validate()  # option errors before the progress bar appears
     resolve_device(device)
-    prepare_output_dir(output / "results.json")  # an unwritable --output fails now, not later
+    _refuse_only_unavailable(backends)
     with RichProgress() as progress:
         run = run_matrix(
             config,
@@ -174,6 +180,18 @@ def bench_command(
     if bad:
         console.print(f"[red]{len(bad)} cell(s) failed or failed parity; see the table[/]")
     console.print(escape(f"wrote {', '.join(str(p) for p in written)}"))
+
+
+def _refuse_only_unavailable(backends: tuple[str, ...]) -> None:
+    """Backends asked for by name that all cannot run here: nothing would be benchmarked but
+    the reference, so say why instead of writing a table of skips (exit 1)."""
+    from hgdeploy.backends.registry import get_backend
+
+    asked = [get_backend(name) for name in backends if not get_backend(name).is_reference]
+    reasons = [(b.name, b.unavailable_reason()) for b in asked]
+    if asked and all(reason for _, reason in reasons):
+        detail = "; ".join(f"{name}: {reason}" for name, reason in reasons)
+        raise HgDeployError(f"no requested backend can run here ({detail})")
 
 
 def _matmul_peak(plan: Any, threads: int | None, output: Path) -> None:

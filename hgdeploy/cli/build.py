@@ -12,12 +12,14 @@ import click
 from rich.table import Table
 
 from hgdeploy.backends.registry import backends_building
+from hgdeploy.base.errors import HgDeployError
 from hgdeploy.base.precisions import INT8_HIGH_PRECISIONS, PRECISIONS
 from hgdeploy.cli.options import (
     backend_option,
     calibration_options,
     checkpoint_option,
     console,
+    force_option,
     model_option,
     output_file_option,
     path_or_none,
@@ -30,13 +32,26 @@ def _precision_help(precision: str) -> str:
     return f"{PRECISIONS[precision].summary} (--backend {' / '.join(builders)})."
 
 
+def _built_precisions() -> list[str]:
+    return [p for p in PRECISIONS if backends_building(p)]
+
+
 def precision_flags(function: Any) -> Any:
-    """One flag per precision some backend builds (--fp32, --fp16, ...), from the registries."""
-    for name in reversed([p for p in PRECISIONS if backends_building(p)]):
+    """One flag per precision some backend builds (--fp32, --fp16, ...), from the registries;
+    each its own parameter, so two of them given together are refused, not silently resolved."""
+    for name in reversed(_built_precisions()):
         function = click.option(
-            f"--{name}", "precision", flag_value=name, help=_precision_help(name)
+            f"--{name}", f"flag_{name}", is_flag=True, help=_precision_help(name)
         )(function)
     return function
+
+
+def chosen_precision(flags: dict[str, Any]) -> str | None:
+    """The one precision flag given (None: the backend's default); two flags: one line."""
+    given = [name for name in _built_precisions() if flags.pop(f"flag_{name}", False)]
+    if len(given) > 1:
+        raise HgDeployError(f"give one precision flag, not {' and '.join('--' + g for g in given)}")
+    return given[0] if given else None
 
 
 @click.command("build")
@@ -78,13 +93,14 @@ def precision_flags(function: Any) -> Any:
 @click.option(
     "--prepare-only",
     is_flag=True,
-    help="Stop after writing the precision-prepared ONNX (no TensorRT needed).",
+    help="Stop after writing the precision-prepared ONNX (no TensorRT needed); --output then "
+    "names that ONNX.",
 )
+@force_option
 def build_command(
     model_name: str,
     backend: str,
     target: str | None,
-    precision: str | None,
     onnx_path: str | None,
     checkpoint: str | None,
     output: str | None,
@@ -93,6 +109,7 @@ def build_command(
     calib_batches: int | None,
     high_precision: str | None,
     prepare_only: bool,
+    force: bool,
     **profile: Any,
 ) -> None:
     """Build a deployable artifact: a TensorRT engine (default; FP32/FP16/INT8 ONNX prepared on
@@ -100,13 +117,14 @@ def build_command(
     from hgdeploy.backends import BuildRequest
     from hgdeploy.backends.build_job import run_build
 
+    precision = chosen_precision(profile)
     request = BuildRequest(
         model=model_name,
         backend=target or backend,
         precision=precision,
-        onnx=path_or_none(onnx_path),
-        checkpoint=path_or_none(checkpoint),
-        output=path_or_none(output),
+        onnx=path_or_none(onnx_path, "--onnx"),
+        checkpoint=path_or_none(checkpoint, "--checkpoint"),
+        output=path_or_none(output, "--output"),
         calib_dir=path_or_none(calib_dir),
         calib_cache=path_or_none(calib_cache),
         calib_batches=calib_batches,
@@ -118,6 +136,7 @@ def build_command(
         timing_cache=path_or_none(profile["timing_cache"]),
         high_precision=high_precision,
         prepare_only=prepare_only,
+        force=force,
     )
     with console.status("building") as status:
         result = run_build(request, on_step=lambda text: status.update(text))

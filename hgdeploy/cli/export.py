@@ -9,6 +9,7 @@ from hgdeploy.cli.options import (
     batch_option,
     checkpoint_option,
     console,
+    force_option,
     model_option,
     output_file_option,
     seed_option,
@@ -37,6 +38,7 @@ from hgdeploy.cli.options import (
     "plugins); onnx: lowered to standard ONNX ops (any runtime).",
 )
 @seed_option
+@force_option
 def export_command(
     model_name: str,
     checkpoint: str | None,
@@ -46,6 +48,7 @@ def export_command(
     opset: int,
     corner_pool: str,
     seed: int,
+    force: bool,
 ) -> None:
     """Export a zoo model to ONNX (plus a sidecar JSON describing it)."""
     from hgdeploy.exporters.onnx_export import ExportOptions, export_to_file
@@ -59,6 +62,7 @@ def export_command(
             options=options,
             seed=seed,
             on_step=lambda text: status.update(text),
+            force=force,
         )
     pools = sum(result.corner_pool_nodes.values())
     console.print(

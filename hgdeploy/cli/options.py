@@ -9,6 +9,8 @@ valid `--backend` everywhere at once. Nothing here imports torch, onnx or a runt
 from __future__ import annotations
 
 import difflib
+import os
+import signal
 import sys
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
@@ -17,7 +19,7 @@ from typing import Any, TypeVar
 import click
 
 from hgdeploy.base.console import console
-from hgdeploy.base.errors import HgDeployError
+from hgdeploy.base.errors import HgDeployError, first_line
 from hgdeploy.base.zoo import ZOO
 
 __all__ = ["CliGroup", "RegistryChoice", "console"]
@@ -25,15 +27,38 @@ __all__ = ["CliGroup", "RegistryChoice", "console"]
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+TRACEBACK_ENV = "HGDEPLOY_TRACEBACK"
+
+
+def _terminate(signum: int, _: Any) -> None:
+    """SIGTERM as an exception, so every `finally` runs and no temporary file is left behind
+    (Python's default for SIGTERM ends the process without unwinding)."""
+    raise SystemExit(128 + signum)
+
+
 class CliGroup(click.Group):
-    """Turns `HgDeployError` into a one-line message on stderr and exit code 1, no traceback."""
+    """The one place exceptions become one line: `HgDeployError` is printed as it is; anything
+    else as `error: unexpected <Type>: <first line>` (HGDEPLOY_TRACEBACK=1 shows the traceback).
+    Exit code 1 either way; click's own usage errors keep their exit code 2."""
 
     def invoke(self, ctx: click.Context) -> Any:
+        signal.signal(signal.SIGTERM, _terminate)
         try:
             return super().invoke(ctx)
         except HgDeployError as exc:
             click.echo(f"error: {exc}", err=True)
             sys.exit(exc.exit_code)
+        except (click.exceptions.ClickException, click.exceptions.Exit, click.Abort):
+            raise
+        except Exception as exc:
+            if os.environ.get(TRACEBACK_ENV) == "1":
+                raise
+            click.echo(
+                f"error: unexpected {type(exc).__name__}: {first_line(exc)} "
+                f"({TRACEBACK_ENV}=1 shows the traceback)",
+                err=True,
+            )
+            sys.exit(1)
 
 
 class RegistryChoice(click.Choice):
@@ -93,7 +118,10 @@ def compose(*decorators: Callable[[F], F]) -> Callable[[F], F]:
     return apply
 
 
-def path_or_none(value: str | None) -> Path | None:
+def path_or_none(value: str | None, option: str = "a path option") -> Path | None:
+    """The option's path (None if not given); an empty string is refused, not read as '.'."""
+    if value is not None and not value.strip():
+        raise HgDeployError(f"{option} is empty; give a path")
     return Path(value) if value is not None else None
 
 
@@ -169,6 +197,13 @@ def batch_option(default: int | None = 1, help: str | None = None) -> Callable[[
 
 def output_file_option(help: str) -> Callable[[F], F]:
     return click.option("--output", type=click.Path(dir_okay=False), default=None, help=help)
+
+
+force_option = click.option(
+    "--force",
+    is_flag=True,
+    help="Replace an existing output file that hgdeploy did not write.",
+)
 
 
 # --- int8 calibration -------------------------------------------------------------------------

@@ -7,11 +7,13 @@ import sys
 import click
 from rich.table import Table
 
+from hgdeploy.base.outputs import check_output
 from hgdeploy.cli.options import (
     backend_option,
     batch_option,
     checkpoint_option,
     console,
+    force_option,
     judged_precision_option,
     model_option,
     path_or_none,
@@ -48,6 +50,7 @@ from hgdeploy.cli.options import (
     default=None,
     help="JSON report path; default: beside the artifact, <artifact>[.<precision>].parity.json.",
 )
+@force_option
 def parity_command(
     model_name: str,
     onnx_path: str | None,
@@ -58,10 +61,14 @@ def parity_command(
     seed: int,
     report: str | None,
     precision: str | None,
+    force: bool,
 ) -> None:
     """Compare a backend with the eager reference (Polygraphy); exit 1 on mismatch."""
     from hgdeploy.parity.job import parity_artifact, run_parity
 
+    inputs = {"--onnx": onnx_path, "--engine": engine_path, "--checkpoint": checkpoint}
+    if report is not None:  # before any export or run: the report must not replace an input
+        check_output(report, inputs=inputs, force=force, option="--report")
     with console.status("resolving the artifact") as status:
         artifact, exported = parity_artifact(
             model_name,
@@ -74,6 +81,13 @@ def parity_command(
         )
     if exported:
         console.print(f"exported {artifact}")
+    suffix = "" if precision is None else f".{precision}"
+    report_path = check_output(
+        report or f"{artifact}{suffix}.parity.json",
+        inputs={**inputs, "artifact": artifact},
+        force=force,
+        option="--report",
+    )
     with console.status(f"running torch and {backend} on the parity feeds"):
         result = run_parity(
             model_name,
@@ -114,8 +128,7 @@ def parity_command(
             "[green]yes[/]" if row.passed else "[red]NO[/]",
         )
     console.print(table)
-    suffix = "" if precision is None else f".{precision}"
-    report_path = result.write(report or f"{artifact}{suffix}.parity.json")
+    result.write(report_path)
     verdict = "[green]PASS[/]" if result.passed else "[red]FAIL[/]"
     console.print(
         f"{verdict} on {len(result.feeds)} feeds ({'; '.join(result.feeds)}); report {report_path}"

@@ -20,11 +20,11 @@ import torch
 from torch import nn
 
 from hgdeploy.base.artifacts import (
+    artifact_files,
     atomic_path,
-    prepare_output_dir,
     read_sidecar,
     sha256_file,
-    write_sidecar,
+    sidecar_path,
 )
 from hgdeploy.base.errors import HgDeployError, first_line
 from hgdeploy.base.export_settings import (
@@ -34,6 +34,7 @@ from hgdeploy.base.export_settings import (
     CornerPoolForm,
 )
 from hgdeploy.base.onnx_files import INPUT_NAME, METADATA_MODEL_KEY
+from hgdeploy.base.outputs import check_output
 from hgdeploy.base.zoo import ModelSpec, get_spec
 from hgdeploy.exporters.corner_pool_ops import (
     count_corner_pool_nodes,
@@ -44,6 +45,9 @@ from hgdeploy.exporters.lowering import lower_corner_pools
 from hgdeploy.models.loader import load_model, weights_provenance
 
 BATCH_DIM = "batch"
+# The example a static export traces is real: a batch this size of 511x511 images already needs
+# tens of GB of activations in CornerNet.
+MAX_STATIC_BATCH = 256
 METADATA_FORM_KEY = "hgdeploy.corner_pool"
 
 StepCallback = Callable[[str], None]
@@ -62,8 +66,16 @@ class ExportOptions:
     def validate(self) -> None:
         if self.batch < 1:
             raise HgDeployError(f"--batch must be >= 1, got {self.batch}")
+        if self.batch > MAX_STATIC_BATCH:
+            raise HgDeployError(
+                f"--batch {self.batch}: the export runs the model once at that batch; above "
+                f"{MAX_STATIC_BATCH} use --dynamic-batch (one graph for every batch size)"
+            )
         if self.opset < MIN_OPSET:
             raise HgDeployError(f"--opset must be >= {MIN_OPSET} (the dynamo exporter's minimum)")
+        newest = onnx.defs.onnx_opset_version()
+        if self.opset > newest:
+            raise HgDeployError(f"--opset {self.opset}: this onnx knows opsets up to {newest}")
         if self.corner_pool not in CORNER_POOL_FORMS:
             raise HgDeployError(f"--corner-pool must be one of {', '.join(CORNER_POOL_FORMS)}")
 
@@ -104,6 +116,12 @@ def export_onnx(
             verbose=False,
         )
     proto = program.model_proto
+    written = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), None)
+    if written != options.opset:
+        raise HgDeployError(
+            f"--opset {options.opset}: torch.onnx wrote opset {written} instead (it cannot "
+            f"convert to {options.opset}); choose an opset between {MIN_OPSET} and {written}"
+        )
     _rename_batch_dims(proto, options.dynamic_batch)
     if options.corner_pool == "onnx":
         step("lowering corner pools to standard ONNX ops")
@@ -158,13 +176,19 @@ def export_to_file(
     options: ExportOptions = ExportOptions(),
     seed: int = 0,
     on_step: StepCallback | None = None,
+    force: bool = False,
 ) -> ExportResult:
-    """Load, export, check and write `<output>` plus its sidecar `<output>.json`."""
+    """Load, export, check and write `<output>` plus its sidecar `<output>.json` (together:
+    `artifact_files`). `force` replaces an existing file hgdeploy did not write."""
     spec = get_spec(name)
     options.validate()
     step = on_step or (lambda _: None)
-    path = Path(output) if output is not None else default_output(name, options)
-    prepare_output_dir(path)  # fail on an unwritable destination before minutes of work
+    # Before minutes of work: the output is writable, is not the checkpoint, is not a foreign file.
+    path = check_output(
+        output if output is not None else default_output(name, options),
+        inputs={"--checkpoint": checkpoint},
+        force=force,
+    )
     started = time.perf_counter()
     step(f"loading {name}")
     model = load_model(name, checkpoint, seed=seed)
@@ -172,11 +196,13 @@ def export_to_file(
     step("checking the ONNX model (onnx.checker, full)")
     check_onnx(proto)
     step(f"writing {path}")
-    save_onnx(proto, path)
-    seconds = time.perf_counter() - started
     counts = count_corner_pool_nodes(proto)
-    write_sidecar(path, _sidecar_fields(spec, options, checkpoint, seed, path, counts, seconds))
-    return ExportResult(path, Path(str(path) + ".json"), counts, seconds)
+    with artifact_files(path) as pending:
+        onnx.save_model(proto, str(pending.tmp()))
+        seconds = time.perf_counter() - started
+        fields = _sidecar_fields(spec, options, checkpoint, seed, counts, seconds)
+        pending.describe({**fields, "sha256": pending.sha256()})
+    return ExportResult(path, sidecar_path(path), counts, seconds)
 
 
 def _sidecar_fields(
@@ -184,7 +210,6 @@ def _sidecar_fields(
     options: ExportOptions,
     checkpoint: str | Path | None,
     seed: int,
-    path: Path,
     counts: dict[str, int],
     seconds: float,
 ) -> dict[str, Any]:
@@ -203,7 +228,6 @@ def _sidecar_fields(
             "layout": spec.layout,
         },
         "outputs": {o.name: [batch, *o.shape] for o in spec.outputs},
-        "sha256": sha256_file(path),
         "export_seconds": round(seconds, 2),
     }
 

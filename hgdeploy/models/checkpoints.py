@@ -27,23 +27,54 @@ _SHOWN = 3  # how many offending keys a one-line error names
 
 
 def read_state_dict(path: str | Path) -> dict[str, Tensor]:
-    """The tensors of an upstream checkpoint, unwrapped from its container and prefixes."""
+    """The tensors of an upstream checkpoint, unwrapped from its container and prefixes.
+
+    Loaded with ``weights_only=True`` (a checkpoint is data, never code); anything that is not
+    a state_dict of finite tensors is refused with one line saying what was found."""
     path = Path(path)
     if not path.is_file():
         raise HgDeployError(f"checkpoint not found: {path}")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, ValueError) as exc:
-        reason = first_line(exc)
-        raise HgDeployError(f"cannot read checkpoint {path}: {reason}") from None
+    obj = _load(path)
     if isinstance(obj, Mapping) and isinstance(obj.get("state_dict"), Mapping):
         obj = obj["state_dict"]
     if not isinstance(obj, Mapping) or not obj:
         raise HgDeployError(f"checkpoint {path} holds no state_dict (found {type(obj).__name__})")
     tensors = {k: v for k, v in obj.items() if isinstance(v, Tensor)}
+    if not tensors:
+        keys = ", ".join(repr(k) for k in list(obj)[:_SHOWN])
+        raise HgDeployError(
+            f"checkpoint {path} is a dict of {keys} with no tensors at the top level; expected "
+            "a state_dict or {'state_dict': ...}"
+        )
     if len(tensors) != len(obj):
-        raise HgDeployError(f"checkpoint {path} is not a state_dict: some values are not tensors")
+        other = next(k for k, v in obj.items() if not isinstance(v, Tensor))
+        raise HgDeployError(
+            f"checkpoint {path} is not a state_dict: {other!r} is a {type(obj[other]).__name__}, "
+            "not a tensor"
+        )
+    for key, tensor in tensors.items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise HgDeployError(
+                f"checkpoint {path} has non-finite values (NaN or inf) in {key!r}; refusing it"
+            )
     return strip_wrapper_prefix(tensors)
+
+
+def _load(path: Path) -> object:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        if "Weights only load failed" in str(exc):
+            reason = "it holds Python objects besides tensors (hgdeploy reads data only)"
+        else:
+            reason = f"not a PyTorch checkpoint ({first_line(exc)})"
+        raise HgDeployError(f"cannot read checkpoint {path}: {reason}") from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, KeyError, IndexError,
+            TypeError, UnicodeDecodeError, OSError) as exc:  # fmt: skip
+        reason = f"{type(exc).__name__}: {first_line(exc)}"
+        raise HgDeployError(
+            f"cannot read checkpoint {path}: not a PyTorch checkpoint ({reason})"
+        ) from None
 
 
 def strip_wrapper_prefix(state_dict: Mapping[str, Tensor]) -> dict[str, Tensor]:

@@ -33,6 +33,7 @@ def weights_provenance(checkpoint: str | Path | None, seed: int = 0) -> dict[str
         return {"weights": "random-init", "seed": seed}
     return {
         "weights": "checkpoint",
-        "checkpoint": str(checkpoint),
+        # Absolute: parity, bench and builds run from other directories than the export.
+        "checkpoint": str(Path(checkpoint).resolve()),
         "checkpoint_sha256": sha256_file(checkpoint),
     }

@@ -14,7 +14,7 @@ from hgdeploy.backends.registry import (
     get_backend,
     reference_backend,
 )
-from hgdeploy.base.artifacts import read_sidecar
+from hgdeploy.base.artifacts import read_sidecar, verify_sidecar
 from hgdeploy.base.errors import HgDeployError
 from hgdeploy.base.onnx_files import INPUT_NAME
 from hgdeploy.base.precisions import get_precision
@@ -136,7 +136,7 @@ def run_parity(
     artifact = Path(artifact)
     if batch < 1:
         raise HgDeployError(f"--batch must be >= 1, got {batch}")
-    record = read_sidecar(artifact) if artifact.is_file() else None
+    record = verify_sidecar(artifact) if artifact.is_file() else None
     precision = precision or (record or {}).get("precision", "fp32")
     tolerances = spec.tolerances.get(precision)
     if tolerances is None:

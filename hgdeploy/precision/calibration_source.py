@@ -14,14 +14,15 @@ It decides, the same way for all three:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from hgdeploy.base.artifacts import read_sidecar, sidecar_path, write_sidecar
+from hgdeploy.base.artifacts import artifact_files, read_sidecar, sidecar_path, verify_sidecar
 from hgdeploy.base.errors import HgDeployError
 from hgdeploy.base.images import images_in, sample_images
 from hgdeploy.base.zoo import ModelSpec
@@ -160,7 +161,7 @@ class CalibrationSource:
         """For a tool's own cache format: the record is the cache's sidecar."""
         if not self.cache.exists():
             raise HgDeployError(f"calibration cache not found: {self.cache}")
-        record = read_sidecar(self.cache)
+        record = verify_sidecar(self.cache)
         if record is None:
             raise HgDeployError(
                 f"calibration cache {self.cache} has no sidecar ({sidecar_path(self.cache).name}) "
@@ -169,10 +170,22 @@ class CalibrationSource:
         self.adopt(record)
         self.record = {k: record[k] for k in _REUSED_FIELDS if k in record}
 
-    def write_sidecar(self, method: str, cache_format: str) -> None:
-        """After calibrating into a tool's own cache format: its record, as the sidecar."""
-        if not self.from_cache:
-            write_sidecar(self.cache, {**self.record, "method": method, "format": cache_format})
+    @contextlib.contextmanager
+    def cache_to_write(
+        self, method: str, cache_format: str, *, directory: bool = False
+    ) -> Iterator[Path]:
+        """Where a tool writes its own cache format; on a clean exit the cache and its record
+        (as the sidecar) are committed together. With a given cache: that cache, read only."""
+        if self.from_cache:
+            yield self.cache
+            return
+        members = (self.cache,) if directory else ()
+        with artifact_files(self.cache, directories=members) as pending:
+            yield pending.tmp()
+            record = {**self.record, "method": method, "format": cache_format}
+            if not directory:  # a file cache is tied to its record by its hash
+                record["sha256"] = pending.sha256()
+            pending.describe(record)
 
     def describe(self, method: str) -> dict[str, Any]:
         """What the artifact's sidecar says about its calibration."""

@@ -96,7 +96,7 @@ def quantize_int8(
     _require_opset(plugin_model, high_precision)
     sites = quantized_inputs(plugin_model)
     needed = tensors_of(sites)
-    _check_amax(needed, amax)
+    _check_amax(needed, amax, high_precision)
     model = onnx.ModelProto()
     model.CopyFrom(plugin_model)
     _Quantizer(model, high_precision).run(sites, {name: float(amax[name]) for name in needed})
@@ -149,7 +149,9 @@ def _require_opset(model: onnx.ModelProto, high_precision: str) -> None:
         )
 
 
-def _check_amax(needed: Iterable[str], amax: Mapping[str, float]) -> None:
+def _check_amax(
+    needed: Iterable[str], amax: Mapping[str, float], high_precision: str = "fp32"
+) -> None:
     needed = list(needed)
     missing = [name for name in needed if name not in amax]
     if missing:
@@ -160,6 +162,14 @@ def _check_amax(needed: Iterable[str], amax: Mapping[str, float]) -> None:
     bad = [name for name in needed if not math.isfinite(float(amax[name]))]
     if bad:
         raise HgDeployError(f"calibration amax of {bad[0]!r} is not finite: {amax[bad[0]]}")
+    # A range whose scale the layers' type cannot hold would become an inf scale in the graph.
+    limit = float(np.finfo(np.float16 if high_precision == "fp16" else np.float32).max) * INT8_MAX
+    huge = [name for name in needed if float(amax[name]) >= limit]
+    if huge:
+        raise HgDeployError(
+            f"calibration amax of {huge[0]!r} ({amax[huge[0]]:g}) gives a scale {high_precision} "
+            "cannot hold; the calibration cache is corrupt or from a broken model"
+        )
 
 
 def _set_props(model: onnx.ModelProto, props: dict[str, str]) -> None:

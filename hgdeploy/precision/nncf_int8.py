@@ -11,16 +11,13 @@ directory) and a later build can quantize from that cache without images, to the
 from __future__ import annotations
 
 import logging
-import os
 import shutil
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import openvino as ov
 
-from hgdeploy.base.artifacts import current_umask, prepare_output_dir
 from hgdeploy.base.errors import HgDeployError, first_line
 
 SCHEME = (
@@ -67,7 +64,8 @@ def quantize_nncf(
     try:
         if write_statistics:
             aggregator.collect_statistics(model, graph)
-            _dump_statistics_atomically(aggregator, statistics)
+            # Into the (empty) directory the caller commits with its record.
+            aggregator.dump_statistics(statistics)
         else:
             aggregator.load_statistics_from_dir(statistics)
     except (nncf.StatisticsCacheError, nncf.ValidationError) as exc:
@@ -79,19 +77,12 @@ def quantize_nncf(
     return quantized
 
 
-def _dump_statistics_atomically(aggregator: object, directory: Path) -> None:
-    """Dump into a temporary sibling directory, then rename it into place."""
-    prepare_output_dir(directory)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
-    try:
-        aggregator.dump_statistics(tmp)  # type: ignore[attr-defined]
-        os.chmod(tmp, 0o777 & ~current_umask())  # mkdtemp makes 0700; give the usual directory mode
-        if directory.exists():
-            _remove_tree(directory)
-        os.replace(tmp, directory)
-    finally:
-        if tmp.exists():
-            _remove_tree(tmp)
+def check_cache(path: Path) -> None:
+    """Refuse a path that is not an NNCF statistics cache (a directory with its metadata)."""
+    if not path.exists():
+        raise HgDeployError(f"calibration cache not found: {path}")
+    if not (path / "statistics_metadata.json").is_file():
+        raise HgDeployError(f"{path} is not an NNCF statistics cache (directory)")
 
 
 def _remove_tree(path: Path) -> None:

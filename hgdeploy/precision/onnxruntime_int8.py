@@ -21,6 +21,7 @@ lowering keeps every tensor name.
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 import tempfile
@@ -38,7 +39,6 @@ from onnxruntime.quantization import (
 )
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
-from hgdeploy.base.artifacts import atomic_path
 from hgdeploy.base.errors import HgDeployError, first_line
 
 SCHEME = (
@@ -112,10 +112,21 @@ def quantize_u8s8(
             raise HgDeployError(f"ONNX Runtime cannot quantize {where}: {first}") from None
         finally:
             _QUANT_LOGGER.setLevel(level)
-        if write_cache:
-            with atomic_path(cache) as tmp_cache:
-                shutil.copyfile(work_cache, tmp_cache)
+        if write_cache:  # the caller commits it with its record (calibration_source)
+            shutil.copyfile(work_cache, cache)
         return onnx.load_model(str(quantized))
+
+
+def check_cache(path: Path) -> None:
+    """Refuse a file that is not ONNX Runtime's calibration cache (a JSON object of ranges)."""
+    if not path.is_file():
+        raise HgDeployError(f"calibration cache not found: {path}")
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise HgDeployError(f"corrupt calibration cache {path}: {first_line(exc)}") from None
+    if not isinstance(record, dict) or not record:
+        raise HgDeployError(f"corrupt calibration cache {path}: no tensor ranges")
 
 
 def qdq_summary(model: onnx.ModelProto) -> dict[str, int]:

@@ -25,10 +25,9 @@ import numpy as np
 import onnx
 
 from hgdeploy.base.artifacts import (
-    atomic_path,
+    artifact_files,
     sha256_file,
     sidecar_path,
-    write_sidecar,
 )
 from hgdeploy.base.errors import HgDeployError
 from hgdeploy.base.images import sample_images
@@ -140,23 +139,24 @@ def prepare_precision(
     )
 
 
-def _save(model: onnx.ModelProto, path: Path) -> None:
-    with atomic_path(path) as tmp:
-        onnx.save_model(model, str(tmp))
+def _write(model: onnx.ModelProto, path: Path, fields: dict[str, Any]) -> Path:
+    """The prepared ONNX and its sidecar, together; returns the sidecar."""
+    with artifact_files(path) as pending:
+        onnx.save_model(model, str(pending.tmp()))
+        pending.describe({**fields, "sha256": pending.sha256()})
+    return sidecar_path(path)
 
 
 def _copy_through(source: Path, output: Path, provenance: dict[str, Any]) -> PreparedModel:
     """fp32 engines build from the exported ONNX as it is: same bytes, a sidecar to say so."""
-    if output.resolve() != source.resolve():
-        with atomic_path(output) as tmp:
-            shutil.copyfile(source, tmp)
-    elif sidecar_path(output).is_file():
+    if output.resolve() == source.resolve() and sidecar_path(output).is_file():
         # Same file: its export sidecar already describes it; do not overwrite that.
         return PreparedModel(output, sidecar_path(output), None, None)
-    sidecar = write_sidecar(
-        output, {**provenance, "conversion": "none (copy-through)", "sha256": sha256_file(output)}
-    )
-    return PreparedModel(output, sidecar, None, None)
+    with artifact_files(output) as pending:
+        shutil.copyfile(source, pending.tmp())
+        fields = {**provenance, "conversion": "none (copy-through)", "sha256": pending.sha256()}
+        pending.describe(fields)
+    return PreparedModel(output, sidecar_path(output), None, None)
 
 
 def _prepare_fp16(
@@ -173,7 +173,6 @@ def _prepare_fp16(
         names, pixels = unpack(sample_images(HOLDOUT_SAMPLES))
         images = names
         quality = _quality(spec, source, converted, pixels, "fp16")
-    _save(converted, output)
     fields = {
         **provenance,
         "conversion": {
@@ -183,9 +182,8 @@ def _prepare_fp16(
         },
         "io_types": "fp32 graph inputs/outputs, Cast to/from fp16 at the boundary",
         "quality": _quality_fields(quality, images),
-        "sha256": sha256_file(output),
     }
-    return PreparedModel(output, write_sidecar(output, fields), quality, None)
+    return PreparedModel(output, _write(converted, output, fields), quality, None)
 
 
 def _prepare_int8(
@@ -203,7 +201,6 @@ def _prepare_int8(
     if measure_quality:
         quality_names, pixels = unpack(calibration.unseen[:QUALITY_IMAGES])
         quality = _quality(spec, source, quantized, pixels, "int8")
-    _save(quantized, output)
     described = calibration.describe(METHOD)
     del described["from_cache"]
     if calibration.from_cache:
@@ -217,9 +214,9 @@ def _prepare_int8(
         "calibration": described,
         "quantization": _scheme_fields(source, quantized, high_precision),
         "quality": _quality_fields(quality, quality_names),
-        "sha256": sha256_file(output),
     }
-    return PreparedModel(output, write_sidecar(output, fields), quality, calibration.cache)
+    sidecar = _write(quantized, output, fields)
+    return PreparedModel(output, sidecar, quality, calibration.cache)
 
 
 def _ranges(

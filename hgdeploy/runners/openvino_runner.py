@@ -15,6 +15,7 @@ import time
 from collections import OrderedDict
 from pathlib import Path
 from typing import Any
+from xml.etree import ElementTree
 
 import numpy as np
 import onnx
@@ -24,7 +25,7 @@ import openvino.properties.hint as hints
 from polygraphy.backend.base import BaseRunner
 from polygraphy.common import TensorMetadata
 
-from hgdeploy.base.errors import HgDeployError
+from hgdeploy.base.errors import HgDeployError, first_line
 from hgdeploy.base.onnx_files import load_onnx
 from hgdeploy.exporters.lowering import runnable_model
 
@@ -53,6 +54,17 @@ def _reason(exc: Exception) -> str:
     kept = " ".join(line for line in lines if line and not line.startswith(_NOISE))
     kept = kept or type(exc).__name__
     return kept if len(kept) <= 240 else kept[:237] + "..."
+
+
+def _check_xml(path: Path) -> None:
+    """Refuse a malformed IR before OpenVINO tries every frontend on it (its TensorFlow frontend
+    then prints absl noise to stderr)."""
+    try:
+        root = ElementTree.parse(path).getroot()
+    except (ElementTree.ParseError, OSError) as exc:
+        raise HgDeployError(f"{path} is not an OpenVINO IR: {first_line(exc)}") from None
+    if root.tag != "net":
+        raise HgDeployError(f"{path} is not an OpenVINO IR (root element <{root.tag}>)")
 
 
 class OpenVinoRunner(BaseRunner):
@@ -105,6 +117,7 @@ class OpenVinoRunner(BaseRunner):
         if not isinstance(source, onnx.ModelProto) and Path(source).suffix == ".xml":
             if not Path(source).with_suffix(".bin").is_file():
                 raise HgDeployError(f"{source} has no weights file beside it (.bin)")
+            _check_xml(Path(source))
             return core.read_model(str(source))
         model = source if isinstance(source, onnx.ModelProto) else load_onnx(source)
         # read_model takes an in-memory ONNX as bytes; no temporary file is needed.
