@@ -8,7 +8,6 @@ derived from the same trace. Both forms must reproduce the eager model on ONNX R
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +17,7 @@ import torch
 from click.testing import CliRunner
 from conftest import synthetic_model
 
-from hgdeploy.base.artifacts import sha256_file
+from hgdeploy.base.artifacts import sha256_file, sidecar_path, write_sidecar
 from hgdeploy.base.zoo import ZOO
 from hgdeploy.cli import main
 from hgdeploy.exporters.corner_pool_ops import (
@@ -65,7 +64,7 @@ def _exported(name: str, exports: dict, tmp_path_factory: pytest.TempPathFactory
         proto = lower_corner_pools(onnx.load(str(plugin.path)))
         check_onnx(proto)
         save_onnx(proto, lowered)
-        shutil.copy(plugin.sidecar, str(lowered) + ".json")
+        _retie_sidecar(plugin.path, lowered, corner_pool="onnx")
         exports[name] = {"checkpoint": checkpoint, "plugin": plugin.path, "onnx": lowered}
     return exports[name]
 
@@ -126,8 +125,18 @@ def _perturbed_copy(source: Path, target: Path) -> Path:
     array *= 1.05  # a 5% error in one head's last conv: small, but far outside fp32 tolerances
     weight.CopyFrom(onnx.numpy_helper.from_array(array, weight.name))
     onnx.save(model, str(target))
-    shutil.copy(str(source) + ".json", str(target) + ".json")
+    _retie_sidecar(source, target)
     return target
+
+
+def _retie_sidecar(source: Path, target: Path, **changes: object) -> None:
+    """`source`'s sidecar record (its weights, shapes) for `target`, with `target`'s own sha256:
+    parity refuses a sidecar that describes another file."""
+    record = json.loads(sidecar_path(source).read_text())
+    for written_anew in ("artifact", "created", "versions"):
+        record.pop(written_anew)
+    record.update(changes, sha256=sha256_file(target))
+    write_sidecar(target, record)
 
 
 def test_cli_export_then_parity_and_a_perturbed_model_fails(tmp_path: Path) -> None:

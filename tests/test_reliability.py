@@ -424,3 +424,24 @@ def test_a_corrupt_openvino_ir_is_one_line_without_native_noise(tmp_path: Path) 
     )
     assert done.returncode == 1
     assert done.stderr.count("\n") == 1 and "is not an OpenVINO IR" in done.stderr, done.stderr
+
+
+def test_prepare_only_writes_the_prepared_onnx_at_output(tmp_path: Path) -> None:
+    """`--prepare-only --output X` writes X (with its sidecar), not the default artifact."""
+    onnx_path = _tiny_onnx(tmp_path / "m.onnx")
+    before = onnx_path.read_bytes()
+    args = ["build", "--model", MODEL, "--fp32", "--prepare-only", "--batch", "1"]
+    code, stderr = _invoke([*args, "--onnx", str(onnx_path), "--output", "p.onnx"], tmp_path)
+    assert code == 0, stderr
+    assert (tmp_path / "p.onnx").read_bytes() == before  # fp32: the same graph, copied
+    assert read_sidecar(tmp_path / "p.onnx")["conversion"] == "none (copy-through)"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx", "p.onnx", "p.onnx.json"]
+
+
+def test_a_failed_export_leaves_no_directory_it_would_have_created(tmp_path: Path) -> None:
+    text = tmp_path / "c.txt"
+    text.write_text("not a checkpoint\n")
+    args = ["export", "--model", MODEL, "--checkpoint", str(text), "--output", "new/dir/x.onnx"]
+    code, stderr = _invoke(args, tmp_path)
+    _one_line_error(code, stderr, "cannot read checkpoint")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.txt"]

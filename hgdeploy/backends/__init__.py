@@ -3,8 +3,9 @@
 * `base`: the `Backend` interface, `BuildRequest`/`BuildResult`, the benchmark `RunContext`;
 * `registry`: name -> backend; every command's `--backend` choices and precision checks;
 * `pytorch`, `onnxruntime`, `openvino`, `tensorrt`: the backends;
-* helpers of one backend: `cpu_artifacts` (the CPU builds' shared steps), `openvino_ir`,
-  `profile`, `tensorrt_engine`, `tensorrt_runner`; `build`: the TensorRT build job.
+* `build_job`: `hgdeploy build` (checks a request against its backend, then builds);
+* helpers: `cpu_artifacts` (the CPU backends' shared build steps), `onnx_checks`,
+  `openvino_ir`; for TensorRT `profile`, `tensorrt_build`, `tensorrt_engine`, `tensorrt_runner`.
 """
 
 from hgdeploy.backends.base import Backend, BuildRequest, BuildResult, RunContext, SkipCell

@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 StepCallback = Callable[[str], None]
 
 
-def _quiet(_: str) -> None:
+def quiet(_: str) -> None:
     pass
 
 
@@ -44,7 +44,7 @@ class OnnxSource:
     """
 
     def __init__(
-        self, name: str, checkpoint: Path | None, seed: int, on_step: StepCallback = _quiet
+        self, name: str, checkpoint: Path | None, seed: int, on_step: StepCallback = quiet
     ) -> None:
         self._name = name
         self._checkpoint = checkpoint
@@ -76,7 +76,7 @@ def ensure_onnx(
     """The shared dynamic-batch ONNX for `name` (reused when it matches, else exported)."""
     from hgdeploy.exporters.onnx_export import ensure_shared_export
 
-    step = on_step or _quiet
+    step = on_step or quiet
     return ensure_shared_export(
         name, checkpoint, seed, on_step=lambda text: step(f"{name}: export: {text}")
     )
@@ -195,6 +195,8 @@ class Backend:
     asynchronous: ClassVar[bool] = False
     # The artifact suffixes it reads; a file with another suffix is refused before loading.
     artifact_suffixes: ClassVar[tuple[str, ...]] = (".onnx",)
+    # How an error names each kind of artifact file (suffix -> words).
+    artifact_kinds: ClassVar[dict[str, str]] = {".onnx": "an ONNX model"}
     is_reference: ClassVar[bool] = False  # the eager model every other backend is judged by
     # The precision at which this backend is the CPU peer every bench cell is also compared with.
     peer_precision: ClassVar[str | None] = None
@@ -233,7 +235,7 @@ class Backend:
         picks its own precision says what it compiled to)."""
         return precision
 
-    def build(self, request: BuildRequest, on_step: StepCallback = _quiet) -> BuildResult:
+    def build(self, request: BuildRequest, on_step: StepCallback = quiet) -> BuildResult:
         """Write this backend's artifact for `request` (precision already checked)."""
         raise HgDeployError(f"--backend {self.name} has no build step")
 
@@ -243,10 +245,14 @@ class Backend:
         raise SkipCell(f"{self.name} builds no {precision} artifact")
 
     def check_artifact_suffix(self, artifact: Path) -> None:
-        if artifact.suffix not in self.artifact_suffixes:
-            from hgdeploy.backends.registry import backend_for_suffix
+        """Refuse a file whose suffix belongs to another backend's artifacts (an OpenVINO IR
+        given to ONNX Runtime); files with other or no suffixes are left to the runtime."""
+        if artifact.suffix in self.artifact_suffixes:
+            return
+        from hgdeploy.backends.registry import backend_for_suffix, get_backend
 
-            owner = backend_for_suffix(artifact.suffix)
-            hint = f"; check it with --backend {owner}" if owner else ""
-            kind = "an OpenVINO IR" if artifact.suffix == ".xml" else f"a {artifact.suffix} file"
-            raise HgDeployError(f"{artifact} is {kind}{hint}")
+        owner = backend_for_suffix(artifact.suffix)
+        if owner is None or owner == self.name:
+            return
+        kind = get_backend(owner).artifact_kinds.get(artifact.suffix, f"a {artifact.suffix} file")
+        raise HgDeployError(f"{artifact} is {kind}; check it with --backend {owner}")

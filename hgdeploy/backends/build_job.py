@@ -6,7 +6,7 @@ backend, a precision it does not build, a flag only another backend takes.
 
 from __future__ import annotations
 
-from hgdeploy.backends.base import Backend, BuildRequest, BuildResult, StepCallback, _quiet
+from hgdeploy.backends.base import Backend, BuildRequest, BuildResult, StepCallback, quiet
 from hgdeploy.backends.registry import get_backend, registered_backends
 from hgdeploy.base.errors import HgDeployError
 from hgdeploy.base.outputs import check_output
@@ -28,7 +28,7 @@ def check_build_options(backend: Backend, request: BuildRequest) -> None:
     )
 
 
-def run_build(request: BuildRequest, on_step: StepCallback = _quiet) -> BuildResult:
+def run_build(request: BuildRequest, on_step: StepCallback = quiet) -> BuildResult:
     """Build `request`'s artifact with its backend (the precision defaults to the backend's)."""
     backend = get_backend(request.backend)
     precision = backend.check_precision(request.precision)

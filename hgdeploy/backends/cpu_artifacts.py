@@ -137,6 +137,8 @@ def calibration_feeds_or_none(
 
 def set_metadata(model: onnx.ModelProto, provenance: dict[str, Any], scheme: str | None) -> None:
     """The model, precision, target (and quantization scheme) as ONNX metadata."""
+    from hgdeploy.base.onnx_files import set_metadata_props
+
     props = {
         METADATA_MODEL_KEY: provenance["model"],
         PRECISION_KEY: provenance["precision"],
@@ -144,11 +146,7 @@ def set_metadata(model: onnx.ModelProto, provenance: dict[str, Any], scheme: str
     }
     if scheme:
         props[QUANTIZATION_KEY] = scheme
-    kept = [p for p in model.metadata_props if p.key not in props]
-    del model.metadata_props[:]
-    model.metadata_props.extend(kept)
-    for key, value in props.items():
-        model.metadata_props.add(key=key, value=value)
+    set_metadata_props(model, props)
 
 
 def _matches_sidecar(path: Path) -> bool:

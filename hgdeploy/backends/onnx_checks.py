@@ -7,7 +7,8 @@ from pathlib import Path
 import onnx
 
 from hgdeploy.base.errors import HgDeployError, first_line
-from hgdeploy.base.onnx_files import INPUT_NAME, METADATA_MODEL_KEY, input_dims, load_onnx, metadata
+from hgdeploy.base.export_settings import INPUT_NAME
+from hgdeploy.base.onnx_files import METADATA_MODEL_KEY, input_dims, load_onnx, metadata
 from hgdeploy.base.zoo import ModelSpec
 
 

@@ -13,15 +13,7 @@ import importlib.util
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from hgdeploy.backends.base import (
-    BuildRequest,
-    BuildResult,
-    RunContext,
-    RunRequest,
-    SkipCell,
-    StepCallback,
-    _quiet,
-)
+from hgdeploy.backends.base import SkipCell, quiet
 from hgdeploy.backends.cpu_artifacts import (
     CpuArtifactBackend,
     calibration_feeds_or_none,
@@ -32,13 +24,21 @@ from hgdeploy.backends.cpu_artifacts import (
 if TYPE_CHECKING:
     from polygraphy.backend.base import BaseRunner
 
+    from hgdeploy.backends.base import (
+        BuildRequest,
+        BuildResult,
+        RunContext,
+        RunRequest,
+        StepCallback,
+    )
+
 
 ARTIFACT_TAGS = {"fp32": "ort-fp32", "int8": "ort-u8s8"}
 
 
 class OnnxRuntimeBackend(CpuArtifactBackend):
     name = "onnxruntime"
-    summary = "ONNX Runtime (CPU; CUDA provider when installed)"
+    summary = "an ONNX for ONNX Runtime (CPU; CUDA provider when installed)"
     device = "any"
     runs = ("fp32", "int8")
     builds = ("fp32", "int8")
@@ -58,7 +58,6 @@ class OnnxRuntimeBackend(CpuArtifactBackend):
         from hgdeploy.runners.onnxrt_runner import onnxruntime_runner
 
         artifact = Path(str(request.artifact))
-        self.check_artifact_suffix(artifact)
         check_onnx_fits(request.spec, artifact, request.batch)
         return onnxruntime_runner(artifact, threads=request.threads)
 
@@ -87,7 +86,7 @@ class OnnxRuntimeBackend(CpuArtifactBackend):
             path, providers=providers, threads=context.threads, name=self.name
         )
 
-    def build(self, request: BuildRequest, on_step: StepCallback = _quiet) -> BuildResult:
+    def build(self, request: BuildRequest, on_step: StepCallback = quiet) -> BuildResult:
         import onnx
 
         from hgdeploy.base.artifacts import artifact_files, sidecar_path

@@ -12,33 +12,35 @@ import importlib.util
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from hgdeploy.backends.base import (
-    BuildRequest,
-    BuildResult,
-    RunContext,
-    RunRequest,
-    SkipCell,
-    StepCallback,
-    _quiet,
-)
+from hgdeploy.backends.base import SkipCell, quiet
 from hgdeploy.backends.cpu_artifacts import (
     CpuArtifactBackend,
     calibration_feeds_or_none,
     describe,
 )
+from hgdeploy.base.precisions import get_precision
 
 if TYPE_CHECKING:
     from polygraphy.backend.base import BaseRunner
 
+    from hgdeploy.backends.base import (
+        BuildRequest,
+        BuildResult,
+        RunContext,
+        RunRequest,
+        StepCallback,
+    )
+
 
 class OpenVinoBackend(CpuArtifactBackend):
     name = "openvino"
-    summary = "OpenVINO (CPU)"
+    summary = "an OpenVINO IR for the CPU"
     device = "cpu"
     runs = ("fp32", "bf16", "int8", "default")
     builds = ("fp32", "bf16", "int8")
     default_build = "fp32"
     artifact_suffixes = (".onnx", ".xml")
+    artifact_kinds = {".onnx": "an ONNX model", ".xml": "an OpenVINO IR"}
     peer_precision = "default"
     artifact_suffix = ".xml"
     cache_suffix = ".nncf-stats"
@@ -57,7 +59,6 @@ class OpenVinoBackend(CpuArtifactBackend):
         from hgdeploy.runners.openvino_runner import openvino_runner
 
         artifact = Path(str(request.artifact))
-        self.check_artifact_suffix(artifact)
         if artifact.suffix != ".xml":  # an IR keeps the export's dynamic batch
             check_onnx_fits(request.spec, artifact, request.batch)
         hint = "bf16" if request.precision == "bf16" else "fp32"
@@ -79,11 +80,11 @@ class OpenVinoBackend(CpuArtifactBackend):
     def judged_precision(self, runner: BaseRunner, precision: str) -> str:
         """ "default" is judged by what OpenVINO compiled to (bf16 on a CPU with bf16)."""
         compiled = getattr(runner, "compiled_precision", None)
-        if precision != self.peer_precision or compiled is None:
+        if get_precision(precision).tolerance is not None or compiled is None:
             return precision
         return {"bf16": "bf16", "f16": "fp16"}.get(compiled, "fp32")
 
-    def build(self, request: BuildRequest, on_step: StepCallback = _quiet) -> BuildResult:
+    def build(self, request: BuildRequest, on_step: StepCallback = quiet) -> BuildResult:
         from hgdeploy.backends import openvino_ir
         from hgdeploy.base.artifacts import artifact_files, sidecar_path
 

@@ -21,7 +21,7 @@ class TorchBackend(Backend):
 
     def runner(self, request: RunRequest) -> BaseRunner:
         """The eager model with the checkpoint `artifact` (None: synthetic weights of `seed`)."""
-        from hgdeploy.base.onnx_files import INPUT_NAME
+        from hgdeploy.base.export_settings import INPUT_NAME
         from hgdeploy.models.loader import load_model
         from hgdeploy.runners.torch_runner import TorchRunner
 
@@ -31,7 +31,7 @@ class TorchBackend(Backend):
         return TorchRunner(model, INPUT_NAME, shape, spec.output_names, name=self.name)
 
     def bench_runner(self, context: RunContext, batch: int, precision: str) -> BaseRunner:
-        from hgdeploy.base.onnx_files import INPUT_NAME
+        from hgdeploy.base.export_settings import INPUT_NAME
         from hgdeploy.runners.torch_runner import TorchRunner
 
         spec = context.spec

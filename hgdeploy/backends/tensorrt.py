@@ -12,24 +12,17 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from hgdeploy.backends.base import (
-    Backend,
-    BuildRequest,
-    BuildResult,
-    RunContext,
-    RunRequest,
-    SkipCell,
-    StepCallback,
-    _quiet,
-)
+from hgdeploy.backends.base import Backend, BuildRequest, BuildResult, SkipCell, quiet
 
 if TYPE_CHECKING:
     from polygraphy.backend.base import BaseRunner
 
+    from hgdeploy.backends.base import RunContext, RunRequest, StepCallback
+
 
 class TensorRtBackend(Backend):
     name = "tensorrt"
-    summary = "TensorRT 11 engine (NVIDIA GPU)"
+    summary = "a TensorRT 11 engine (NVIDIA GPU)"
     device = "cuda"
     runs = ("fp32", "fp16", "int8")
     builds = ("fp32", "fp16", "int8")
@@ -48,6 +41,7 @@ class TensorRtBackend(Backend):
         }
     )
     artifact_suffixes = (".engine", ".plan", ".trt")
+    artifact_kinds = {".engine": "a TensorRT engine", ".plan": "a TensorRT engine"}
 
     def unavailable_reason(self) -> str | None:
         from hgdeploy.backends.tensorrt_engine import tensorrt_unavailable_reason
@@ -88,8 +82,9 @@ class TensorRtBackend(Backend):
             )
         return tensorrt_runner(path, model=spec.name, batch=batch)
 
-    def build(self, request: BuildRequest, on_step: StepCallback = _quiet) -> BuildResult:
+    def build(self, request: BuildRequest, on_step: StepCallback = quiet) -> BuildResult:
         from hgdeploy.backends.tensorrt_build import build_settings, run_build_engine
+        from hgdeploy.base.artifacts import sidecar_path
 
         precision = self.check_precision(request.precision)
         settings = build_settings(request)
@@ -107,7 +102,7 @@ class TensorRtBackend(Backend):
             closing = (f"engine: {result.engine} ({span})",)
         return BuildResult(
             result.engine,
-            None if result.engine is None else Path(f"{result.engine}.json"),
+            None if result.engine is None else sidecar_path(result.engine),
             prepared.calibration_cache,
             prepared=prepared.path,
             quality=prepared.quality,

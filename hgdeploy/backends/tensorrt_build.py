@@ -10,17 +10,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from hgdeploy.backends.base import BuildRequest, StepCallback, _quiet
+from hgdeploy.backends.base import BuildRequest, StepCallback, quiet
 from hgdeploy.backends.profile import batch_profile
 from hgdeploy.backends.tensorrt_engine import BuildSettings, build_engine, require_tensorrt
 from hgdeploy.base.artifacts import read_sidecar
 from hgdeploy.base.errors import HgDeployError
 from hgdeploy.base.zoo import get_spec
 from hgdeploy.exporters.onnx_export import fp32_onnx_for
+from hgdeploy.precision.calibration_source import check_calibration_options
 from hgdeploy.precision.int8 import DEFAULT_HIGH_PRECISION
 from hgdeploy.precision.tensorrt_graphs import PreparedModel, prepare_precision
-
-DEFAULT_CALIB_BATCHES = 4
 
 
 @dataclass(frozen=True)
@@ -55,7 +54,8 @@ def build_settings(request: BuildRequest) -> BuildSettings:
 def _check_static_batch(fp32: Path, settings: BuildSettings) -> None:
     """A static-batch ONNX builds only a profile of exactly that batch (say so on the CPU,
     not after TensorRT parses it on a GPU machine)."""
-    from hgdeploy.base.onnx_files import INPUT_NAME, input_dims, load_onnx
+    from hgdeploy.base.export_settings import INPUT_NAME
+    from hgdeploy.base.onnx_files import input_dims, load_onnx
 
     batch = input_dims(load_onnx(fp32), INPUT_NAME)[0]
     profile = settings.profile
@@ -70,12 +70,17 @@ def _check_static_batch(fp32: Path, settings: BuildSettings) -> None:
 def run_build_engine(
     request: BuildRequest,
     settings: BuildSettings | None = None,
-    on_step: StepCallback = _quiet,
+    on_step: StepCallback = quiet,
 ) -> EngineResult:
     """Prepare the precision-specific ONNX, then build the engine unless `prepare_only`."""
-    precision = request.precision or "fp16"
-    if precision not in ("fp32", "fp16", "int8"):
-        raise HgDeployError("precision must be one of fp32, fp16, int8")
+    from hgdeploy.backends.tensorrt import TensorRtBackend
+
+    backend = TensorRtBackend()
+    precision = backend.check_precision(request.precision)
+    # Before any export: flags that cannot apply, as every build refuses them.
+    check_calibration_options(
+        precision, request.calib_dir, request.calib_cache, request.calib_batches
+    )
     settings = settings or build_settings(request)
     spec = get_spec(request.model)
     fp32 = fp32_onnx_for(request.model, request.onnx, request.checkpoint, on_step)
@@ -100,7 +105,11 @@ def run_build_engine(
         prepared_path,
         calib_dir=request.calib_dir,
         calib_cache=request.calib_cache,
-        calib_batches=request.calib_batches or DEFAULT_CALIB_BATCHES,
+        calib_batches=(
+            backend.default_calib_batches
+            if request.calib_batches is None
+            else request.calib_batches
+        ),
         high_precision=request.high_precision,
     )
     if request.prepare_only:

@@ -16,7 +16,7 @@ from typing import Any
 from hgdeploy.backends.profile import BatchProfile
 from hgdeploy.base.artifacts import artifact_files, sha256_file
 from hgdeploy.base.errors import HgDeployError, first_line
-from hgdeploy.base.onnx_files import INPUT_NAME
+from hgdeploy.base.export_settings import INPUT_NAME
 from hgdeploy.base.zoo import ModelSpec
 
 

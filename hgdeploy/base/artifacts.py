@@ -124,6 +124,17 @@ def write_text_atomic(path: str | Path, text: str) -> Path:
     return Path(path)
 
 
+def read_json(path: str | Path, what: str) -> Any:
+    """The JSON in `path`, or one line: "<what> not found: ..." / "corrupt <what> ...: ..."."""
+    path = Path(path)
+    if not path.is_file():
+        raise HgDeployError(f"{what} not found: {path}")
+    try:
+        return json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise HgDeployError(f"corrupt {what} {path}: {first_line(exc)}") from None
+
+
 def sha256_file(path: str | Path) -> str:
     """The file's sha256 (hex), read in 1 MiB blocks: what sidecars record to tie to a file."""
     digest = hashlib.sha256()

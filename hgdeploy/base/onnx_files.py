@@ -8,7 +8,6 @@ import onnx
 from google.protobuf.message import DecodeError
 
 from hgdeploy.base.errors import HgDeployError, first_line
-from hgdeploy.base.export_settings import INPUT_NAME as INPUT_NAME  # re-exported
 from hgdeploy.base.export_settings import METADATA_MODEL_KEY, PRECISION_KEY
 
 
@@ -51,3 +50,12 @@ def check_fp32_source(model_name: str, model: onnx.ModelProto, path: Path) -> No
         raise HgDeployError(f"{path} was exported from {made_for!r}, not {model_name!r}")
     if props.get(PRECISION_KEY, "fp32") != "fp32":
         raise HgDeployError(f"{path} is already {props[PRECISION_KEY]}; start from the fp32 ONNX")
+
+
+def set_metadata_props(model: onnx.ModelProto, props: dict[str, str]) -> None:
+    """Add or replace ONNX metadata entries, keeping the others (model name, corner-pool form)."""
+    kept = [p for p in model.metadata_props if p.key not in props]
+    del model.metadata_props[:]
+    model.metadata_props.extend(kept)
+    for key, value in props.items():
+        model.metadata_props.add(key=key, value=value)

@@ -105,7 +105,7 @@ def _probe_writable(directory: Path) -> None:
     while not existing.exists() and existing != existing.parent:
         existing = existing.parent
     if not existing.is_dir():
-        raise HgDeployError(f"cannot write under {directory}: {existing} is not a directory")
+        raise HgDeployError(f"cannot create {directory}: {existing} is not a directory")
     try:
         fd, probe = tempfile.mkstemp(prefix=".hgdeploy-probe.", dir=existing)
     except OSError as exc:

@@ -143,7 +143,7 @@ def check_parity(
     labels = [f.label for f in feeds]
     if tolerances is None:
         return ParityOutcome(
-            False, None, labels, note=f"not checked: the zoo has no {precision} tolerances"
+            False, None, labels, note=f"not checked: there are no {precision} tolerances"
         )
     with _strict_fp32(device):
         rows = compare_runners(spec, reference, _Borrowed(candidate), feeds, tolerances)

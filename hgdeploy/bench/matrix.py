@@ -33,7 +33,7 @@ from hgdeploy.backends.base import Backend, OnnxSource, RunContext, SkipCell, en
 from hgdeploy.backends.registry import backend_names, get_backend, reference_backend
 from hgdeploy.base.artifacts import tool_versions
 from hgdeploy.base.errors import HgDeployError
-from hgdeploy.base.onnx_files import INPUT_NAME
+from hgdeploy.base.export_settings import INPUT_NAME
 from hgdeploy.base.zoo import ModelSpec, get_spec
 from hgdeploy.bench.cell import CellInputs, check_parity, finish, one_line, run_cell
 from hgdeploy.bench.host import host_info, resolve_device

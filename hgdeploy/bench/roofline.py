@@ -21,6 +21,8 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+from hgdeploy.backends.registry import reference_backend
+
 PROBED_PRECISIONS = ("fp32", "bf16", "int8")  # the matmul-peak probes; "default" = compiled
 
 
@@ -59,15 +61,16 @@ def _peak_agreement(cell: dict[str, Any]) -> float | None:
 
 def summary_rows(results: dict[str, Any], peak_record: dict[str, Any]) -> list[dict[str, Any]]:
     peaks = _peaks(peak_record)
+    reference = reference_backend().name
     rows = []
     for model in dict.fromkeys(c["model"] for c in results["cells"]):
         cells = [c for c in results["cells"] if c["model"] == model and c["latency_ms"]]
-        eager = next((c for c in cells if c["backend"] == "torch"), None)
-        trusted = [c for c in cells if c["backend"] != "torch" and c["trusted"]]
+        eager = next((c for c in cells if c["backend"] == reference), None)
+        trusted = [c for c in cells if c["backend"] != reference and c["trusted"]]
         if eager is None or not trusted:
             continue
         best = min(trusted, key=lambda c: c["latency_ms"]["median_ms"])
-        others = [c for c in cells if c["backend"] != "torch"]
+        others = [c for c in cells if c["backend"] != reference]
         fastest = min(others, key=lambda c: c["latency_ms"]["median_ms"])
         latency = best["latency_ms"]["median_ms"]
         gflops = model_gflop(model) / (latency / 1000)

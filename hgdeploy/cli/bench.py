@@ -15,6 +15,7 @@ import click
 from rich.markup import escape
 from rich.table import Table
 
+from hgdeploy.base.console import console
 from hgdeploy.base.errors import HgDeployError
 from hgdeploy.base.outputs import check_output
 from hgdeploy.base.zoo import ZOO
@@ -23,7 +24,6 @@ from hgdeploy.cli.options import (
     backends_option,
     benchmarked_precisions_option,
     checkpoint_option,
-    console,
     force_option,
     seed_option,
     timing_options,

@@ -11,20 +11,31 @@ from typing import Any
 import click
 from rich.table import Table
 
-from hgdeploy.backends.registry import backends_building
+from hgdeploy.backends.registry import backend_choices, backends_building, get_backend
+from hgdeploy.base.console import console
 from hgdeploy.base.errors import HgDeployError
 from hgdeploy.base.precisions import INT8_HIGH_PRECISIONS, PRECISIONS
 from hgdeploy.cli.options import (
+    RegistryChoice,
+    backend_names_building,
     backend_option,
     calibration_options,
     checkpoint_option,
-    console,
     force_option,
     model_option,
     output_file_option,
     path_or_none,
     profile_options,
 )
+
+
+def _backend_help() -> str:
+    names = backend_choices(builds=True)
+    return (
+        "Where the artifact runs: "
+        + "; ".join(f"{name}: {get_backend(name).summary}" for name in names)
+        + "."
+    )
 
 
 def _precision_help(precision: str) -> str:
@@ -56,15 +67,11 @@ def chosen_precision(flags: dict[str, Any]) -> str | None:
 
 @click.command("build")
 @model_option
-@backend_option(
-    "tensorrt",
-    "tensorrt: a GPU engine. openvino / onnxruntime: a CPU artifact (OpenVINO IR, or an ONNX "
-    "for ONNX Runtime's CPU provider).",
-    builds=True,
-)
+@backend_option("tensorrt", _backend_help(), builds=True)
 @click.option(
     "--target",
     "target",
+    type=RegistryChoice(backend_names_building),
     default=None,
     hidden=True,
     help="Old name of --backend (kept so existing scripts keep working).",
@@ -118,6 +125,13 @@ def build_command(
     from hgdeploy.backends.build_job import run_build
 
     precision = chosen_precision(profile)
+    source = click.get_current_context().get_parameter_source("backend")
+    if (
+        target is not None
+        and source is not click.core.ParameterSource.DEFAULT
+        and target != backend
+    ):
+        raise HgDeployError("--target is the old name of --backend; give one, not both")
     request = BuildRequest(
         model=model_name,
         backend=target or backend,

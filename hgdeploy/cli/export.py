@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import click
 
+from hgdeploy.base.console import console
 from hgdeploy.base.export_settings import CORNER_POOL_FORMS, DEFAULT_OPSET, MIN_OPSET
 from hgdeploy.cli.options import (
     batch_option,
     checkpoint_option,
-    console,
     force_option,
     model_option,
     output_file_option,

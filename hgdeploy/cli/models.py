@@ -5,8 +5,8 @@ from __future__ import annotations
 import click
 from rich.table import Table
 
+from hgdeploy.base.console import console
 from hgdeploy.base.zoo import ZOO
-from hgdeploy.cli.options import console
 
 
 @click.command("models")

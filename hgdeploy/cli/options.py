@@ -18,11 +18,8 @@ from typing import Any, TypeVar
 
 import click
 
-from hgdeploy.base.console import console
 from hgdeploy.base.errors import HgDeployError, first_line
 from hgdeploy.base.zoo import ZOO
-
-__all__ = ["CliGroup", "RegistryChoice", "console"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -93,6 +90,12 @@ def _backends(**kwargs: Any) -> Callable[[], list[str]]:
         return backend_choices(**kwargs)
 
     return values
+
+
+def backend_names_building() -> list[str]:
+    from hgdeploy.backends.registry import backend_choices
+
+    return backend_choices(builds=True)
 
 
 def _benchmarked_precisions() -> list[str]:

@@ -7,12 +7,12 @@ import sys
 import click
 from rich.table import Table
 
+from hgdeploy.base.console import console
 from hgdeploy.base.outputs import check_output
 from hgdeploy.cli.options import (
     backend_option,
     batch_option,
     checkpoint_option,
-    console,
     force_option,
     judged_precision_option,
     model_option,

@@ -11,7 +11,7 @@ from typing import Any
 import click
 from rich.table import Table
 
-from hgdeploy.cli.options import console
+from hgdeploy.base.console import console
 
 
 @click.command("plugins")

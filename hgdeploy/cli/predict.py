@@ -5,7 +5,8 @@ from __future__ import annotations
 import click
 from rich.table import Table
 
-from hgdeploy.cli.options import checkpoint_option, console, model_option, seed_option
+from hgdeploy.base.console import console
+from hgdeploy.cli.options import checkpoint_option, model_option, seed_option
 
 
 @click.command("predict")

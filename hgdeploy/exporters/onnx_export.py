@@ -30,10 +30,11 @@ from hgdeploy.base.errors import HgDeployError, first_line
 from hgdeploy.base.export_settings import (
     CORNER_POOL_FORMS,
     DEFAULT_OPSET,
+    INPUT_NAME,
     MIN_OPSET,
     CornerPoolForm,
 )
-from hgdeploy.base.onnx_files import INPUT_NAME, METADATA_MODEL_KEY
+from hgdeploy.base.onnx_files import METADATA_MODEL_KEY
 from hgdeploy.base.outputs import check_output
 from hgdeploy.base.zoo import ModelSpec, get_spec
 from hgdeploy.exporters.corner_pool_ops import (

@@ -16,7 +16,7 @@ from hgdeploy.backends.registry import (
 )
 from hgdeploy.base.artifacts import read_sidecar, verify_sidecar
 from hgdeploy.base.errors import HgDeployError
-from hgdeploy.base.onnx_files import INPUT_NAME
+from hgdeploy.base.export_settings import INPUT_NAME
 from hgdeploy.base.precisions import get_precision
 from hgdeploy.base.zoo import ModelSpec, get_spec
 from hgdeploy.parity.compare import ParityReport, compare_runners, parity_feeds
@@ -83,6 +83,7 @@ def backend_runner(
     if precision not in chosen.runs and not get_precision(precision).in_artifact:
         runners = " / ".join(backends_running(precision))
         raise HgDeployError(f"{precision} is run by --backend {runners} only, not {backend}")
+    chosen.check_artifact_suffix(artifact)
     return chosen.runner(RunRequest(artifact, spec, batch, precision))
 
 

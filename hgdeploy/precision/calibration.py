@@ -32,10 +32,10 @@ import onnx
 import onnxruntime as ort
 from onnx import TensorProto, helper
 
-from hgdeploy.base.artifacts import write_text_atomic
+from hgdeploy.base.artifacts import read_json, write_text_atomic
 from hgdeploy.base.errors import HgDeployError, first_line
+from hgdeploy.base.export_settings import INPUT_NAME
 from hgdeploy.base.images import preprocess
-from hgdeploy.base.onnx_files import INPUT_NAME
 from hgdeploy.base.zoo import ModelSpec
 from hgdeploy.exporters.lowering import runnable_model
 from hgdeploy.precision.qdq_placement import activation_tensors
@@ -141,12 +141,7 @@ def write_calibration_cache(
 def read_calibration_cache(path: str | Path) -> dict[str, Any]:
     """The cache record (``amax`` as {tensor: float}), or a one-line error if unusable."""
     path = Path(path)
-    if not path.is_file():
-        raise HgDeployError(f"calibration cache not found: {path}")
-    try:
-        record = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise HgDeployError(f"corrupt calibration cache {path}: {exc}") from None
+    record = read_json(path, "calibration cache")
     found = record.get("format") if isinstance(record, dict) else None
     if isinstance(found, str) and found.startswith(CACHE_FAMILY) and found != CACHE_FORMAT:
         raise HgDeployError(

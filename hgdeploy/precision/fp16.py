@@ -35,7 +35,7 @@ import onnx
 from onnx import TensorProto, defs
 
 from hgdeploy.base.errors import HgDeployError, first_line
-from hgdeploy.base.onnx_files import PRECISION_KEY
+from hgdeploy.base.onnx_files import PRECISION_KEY, set_metadata_props
 from hgdeploy.exporters.corner_pool_ops import iter_nodes, register_corner_pool_schemas
 
 FP16_MAX = 65504.0
@@ -78,7 +78,7 @@ def convert_fp16(model: onnx.ModelProto) -> onnx.ModelProto:
             first = first_line(exc)
             raise HgDeployError(f"cannot convert the model to fp16: {first}") from None
     _restore_fp32_only_constants(converted, model)
-    _set_prop(converted, PRECISION_KEY, "fp16")
+    set_metadata_props(converted, {PRECISION_KEY: "fp16"})
     _check(converted)
     return converted
 
@@ -136,14 +136,6 @@ def _fresh_name(base: str, taken: dict[str, object]) -> str:
         suffix += 1
         name = f"{base}_{suffix}"
     return name
-
-
-def _set_prop(model: onnx.ModelProto, key: str, value: str) -> None:
-    for prop in model.metadata_props:
-        if prop.key == key:
-            prop.value = value
-            return
-    model.metadata_props.add(key=key, value=value)
 
 
 def _check(model: onnx.ModelProto) -> None:

@@ -42,7 +42,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from hgdeploy.base.errors import HgDeployError
-from hgdeploy.base.onnx_files import PRECISION_KEY
+from hgdeploy.base.onnx_files import PRECISION_KEY, set_metadata_props
 from hgdeploy.base.precisions import INT8_HIGH_PRECISIONS
 from hgdeploy.exporters.graph_names import UniqueNames
 from hgdeploy.precision.fp16 import convert_fp16
@@ -102,7 +102,7 @@ def quantize_int8(
     _Quantizer(model, high_precision).run(sites, {name: float(amax[name]) for name in needed})
     if high_precision == "fp16":
         model = convert_fp16(model)
-    _set_props(
+    set_metadata_props(
         model,
         {
             PRECISION_KEY: "int8",
@@ -170,15 +170,6 @@ def _check_amax(
             f"calibration amax of {huge[0]!r} ({amax[huge[0]]:g}) gives a scale {high_precision} "
             "cannot hold; the calibration cache is corrupt or from a broken model"
         )
-
-
-def _set_props(model: onnx.ModelProto, props: dict[str, str]) -> None:
-    """Add/replace metadata entries, keeping the others (model name, corner-pool form)."""
-    kept = [p for p in model.metadata_props if p.key not in props]
-    del model.metadata_props[:]
-    model.metadata_props.extend(kept)
-    for key, value in props.items():
-        model.metadata_props.add(key=key, value=value)
 
 
 class _Quantizer:

@@ -21,7 +21,6 @@ lowering keeps every tensor name.
 
 from __future__ import annotations
 
-import json
 import logging
 import shutil
 import tempfile
@@ -39,6 +38,7 @@ from onnxruntime.quantization import (
 )
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
+from hgdeploy.base.artifacts import read_json
 from hgdeploy.base.errors import HgDeployError, first_line
 
 SCHEME = (
@@ -119,12 +119,7 @@ def quantize_u8s8(
 
 def check_cache(path: Path) -> None:
     """Refuse a file that is not ONNX Runtime's calibration cache (a JSON object of ranges)."""
-    if not path.is_file():
-        raise HgDeployError(f"calibration cache not found: {path}")
-    try:
-        record = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise HgDeployError(f"corrupt calibration cache {path}: {first_line(exc)}") from None
+    record = read_json(path, "calibration cache")
     if not isinstance(record, dict) or not record:
         raise HgDeployError(f"corrupt calibration cache {path}: no tensor ranges")
 

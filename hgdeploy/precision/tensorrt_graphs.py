@@ -30,8 +30,9 @@ from hgdeploy.base.artifacts import (
     sidecar_path,
 )
 from hgdeploy.base.errors import HgDeployError
+from hgdeploy.base.export_settings import INPUT_NAME
 from hgdeploy.base.images import sample_images
-from hgdeploy.base.onnx_files import INPUT_NAME, check_fp32_source, input_dims, load_onnx
+from hgdeploy.base.onnx_files import check_fp32_source, input_dims, load_onnx
 from hgdeploy.base.zoo import ModelSpec, get_spec
 from hgdeploy.exporters.corner_pool_ops import count_corner_pool_nodes
 from hgdeploy.exporters.lowering import lower_corner_pools
@@ -201,7 +202,7 @@ def _prepare_int8(
     if measure_quality:
         quality_names, pixels = unpack(calibration.unseen[:QUALITY_IMAGES])
         quality = _quality(spec, source, quantized, pixels, "int8")
-    described = calibration.describe(METHOD)
+    described = calibration.describe(calibration.record.get("method", METHOD))
     del described["from_cache"]
     if calibration.from_cache:
         # Another export of the same weights (other batch size, opset) keeps the tensor names
