@@ -125,8 +125,8 @@ class RunRequest:
 class BuildRequest:
     """One `hgdeploy build`: which model, backend and precision, from which fp32 ONNX, to where.
 
-    Options that only some backends take are None unless given; `check` refuses one given to a
-    backend that does not take it, before anything slow runs.
+    Options that only some backends take are None unless given; `build_job.run_build` refuses
+    one given to a backend that does not take it, before anything slow runs.
     """
 
     model: str
@@ -184,7 +184,6 @@ class Backend:
 
     name: ClassVar[str]
     summary: ClassVar[str]
-    device: ClassVar[str] = "cpu"  # where its runner runs: "cpu", "cuda" or "any"
     runs: ClassVar[tuple[str, ...]] = ("fp32",)  # precisions bench times and parity judges
     builds: ClassVar[tuple[str, ...]] = ()  # precisions `hgdeploy build` makes (() = no build)
     default_build: ClassVar[str | None] = None
@@ -193,7 +192,7 @@ class Backend:
     build_options: ClassVar[frozenset[str]] = frozenset()
     # Whether its inference call returns before the GPU is done (then CUDA events time it).
     asynchronous: ClassVar[bool] = False
-    # The artifact suffixes it reads; a file with another suffix is refused before loading.
+    # The artifact suffixes it reads (another backend's suffix is refused: check_artifact_suffix).
     artifact_suffixes: ClassVar[tuple[str, ...]] = (".onnx",)
     # How an error names each kind of artifact file (suffix -> words).
     artifact_kinds: ClassVar[dict[str, str]] = {".onnx": "an ONNX model"}

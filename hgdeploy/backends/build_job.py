@@ -6,6 +6,8 @@ backend, a precision it does not build, a flag only another backend takes.
 
 from __future__ import annotations
 
+import dataclasses
+
 from hgdeploy.backends.base import Backend, BuildRequest, BuildResult, StepCallback, quiet
 from hgdeploy.backends.registry import get_backend, registered_backends
 from hgdeploy.base.errors import HgDeployError
@@ -32,9 +34,6 @@ def run_build(request: BuildRequest, on_step: StepCallback = quiet) -> BuildResu
     """Build `request`'s artifact with its backend (the precision defaults to the backend's)."""
     backend = get_backend(request.backend)
     precision = backend.check_precision(request.precision)
-    takes_it = "--high-precision" in backend.build_options
-    if takes_it and request.high_precision is not None and precision != "int8":
-        raise HgDeployError("--high-precision only applies to --int8")
     check_build_options(backend, request)
     if request.output is not None:
         inputs = {
@@ -45,4 +44,4 @@ def run_build(request: BuildRequest, on_step: StepCallback = quiet) -> BuildResu
             "--timing-cache": request.timing_cache,
         }
         check_output(request.output, inputs=inputs, force=request.force)
-    return backend.build(BuildRequest(**{**request.__dict__, "precision": precision}), on_step)
+    return backend.build(dataclasses.replace(request, precision=precision), on_step)

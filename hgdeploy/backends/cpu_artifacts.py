@@ -58,6 +58,7 @@ def lowered_source(
     suffix: str,
     kind: str,
     step: StepCallback,
+    named: str = "an artifact",
 ) -> LoweredSource:
     """Check the request, resolve (or export) the fp32 ONNX and lower its corner pools."""
     from hgdeploy.base.onnx_files import check_fp32_source, load_onnx
@@ -71,12 +72,7 @@ def lowered_source(
         precision, request.calib_dir, request.calib_cache, request.calib_batches
     )
     if request.output is not None and request.output.suffix != suffix:
-        what = (
-            "an OpenVINO IR is written as NAME.xml (+ .bin)"
-            if suffix == ".xml"
-            else ("an ONNX Runtime model is written as NAME.onnx")
-        )
-        raise HgDeployError(f"{what}, not {request.output.name}")
+        raise HgDeployError(f"{named} is written as NAME{suffix}, not {request.output.name}")
     fp32 = fp32_onnx_for(request.model, request.onnx, request.checkpoint, step)
     source = load_onnx(fp32)
     check_fp32_source(spec.name, source, fp32)
@@ -164,7 +160,7 @@ class CpuArtifactBackend(Backend):
 
     artifact_suffix: ClassVar[str]
     cache_suffix: ClassVar[str]
-    artifact_kind: ClassVar[str]
+    sidecar_kind: ClassVar[str]  # the sidecar's "kind" field
 
     def artifact_tag(self, precision: str) -> str:
         raise NotImplementedError
@@ -189,7 +185,13 @@ class CpuArtifactBackend(Backend):
     def lowered(self, request: BuildRequest, precision: str, step: StepCallback) -> LoweredSource:
         tag = self.artifact_tag(precision)
         return lowered_source(
-            request, precision, tag, self.artifact_suffix, self.artifact_kind, step
+            request,
+            precision,
+            tag,
+            self.artifact_suffix,
+            self.sidecar_kind,
+            step,
+            named=self.artifact_kinds[self.artifact_suffix],
         )
 
     def calibration(self, source: LoweredSource, request: BuildRequest) -> CalibrationSource:

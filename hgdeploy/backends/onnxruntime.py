@@ -39,13 +39,12 @@ ARTIFACT_TAGS = {"fp32": "ort-fp32", "int8": "ort-u8s8"}
 class OnnxRuntimeBackend(CpuArtifactBackend):
     name = "onnxruntime"
     summary = "an ONNX for ONNX Runtime (CPU; CUDA provider when installed)"
-    device = "any"
     runs = ("fp32", "int8")
     builds = ("fp32", "int8")
     default_build = "fp32"
     artifact_suffix = ".onnx"
     cache_suffix = ".calib.json"
-    artifact_kind = "onnx"
+    sidecar_kind = "onnx"
 
     def artifact_tag(self, precision: str) -> str:
         return ARTIFACT_TAGS[precision]

@@ -35,7 +35,6 @@ if TYPE_CHECKING:
 class OpenVinoBackend(CpuArtifactBackend):
     name = "openvino"
     summary = "an OpenVINO IR for the CPU"
-    device = "cpu"
     runs = ("fp32", "bf16", "int8", "default")
     builds = ("fp32", "bf16", "int8")
     default_build = "fp32"
@@ -44,7 +43,7 @@ class OpenVinoBackend(CpuArtifactBackend):
     peer_precision = "default"
     artifact_suffix = ".xml"
     cache_suffix = ".nncf-stats"
-    artifact_kind = "openvino-ir"
+    sidecar_kind = "openvino-ir"
 
     def artifact_tag(self, precision: str) -> str:
         return f"openvino-{precision}"

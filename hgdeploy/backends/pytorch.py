@@ -8,12 +8,14 @@ from hgdeploy.backends.base import Backend, RunContext, RunRequest
 
 if TYPE_CHECKING:
     from polygraphy.backend.base import BaseRunner
+    from torch import nn
+
+    from hgdeploy.base.zoo import ModelSpec
 
 
 class TorchBackend(Backend):
     name = "torch"
     summary = "eager PyTorch (the reference)"
-    device = "any"
     runs = ("fp32",)
     asynchronous = True  # CUDA kernels return before the GPU is done: CUDA events time it
     artifact_suffixes = (".pkl", ".pt", ".pth")
@@ -21,25 +23,19 @@ class TorchBackend(Backend):
 
     def runner(self, request: RunRequest) -> BaseRunner:
         """The eager model with the checkpoint `artifact` (None: synthetic weights of `seed`)."""
-        from hgdeploy.base.export_settings import INPUT_NAME
         from hgdeploy.models.loader import load_model
-        from hgdeploy.runners.torch_runner import TorchRunner
 
-        spec = request.spec
-        model = load_model(spec.name, request.artifact, seed=request.seed)
-        shape = spec.input_shape(request.batch)
-        return TorchRunner(model, INPUT_NAME, shape, spec.output_names, name=self.name)
+        model = load_model(request.spec.name, request.artifact, seed=request.seed)
+        return self._eager(model, request.spec, request.batch, "cpu")
 
     def bench_runner(self, context: RunContext, batch: int, precision: str) -> BaseRunner:
+        return self._eager(context.model, context.spec, batch, context.device)
+
+    def _eager(self, model: nn.Module, spec: ModelSpec, batch: int, device: str) -> BaseRunner:
         from hgdeploy.base.export_settings import INPUT_NAME
         from hgdeploy.runners.torch_runner import TorchRunner
 
-        spec = context.spec
+        shape = spec.input_shape(batch)
         return TorchRunner(
-            context.model,
-            INPUT_NAME,
-            spec.input_shape(batch),
-            spec.output_names,
-            device=context.device,
-            name="torch",
+            model, INPUT_NAME, shape, spec.output_names, device=device, name=self.name
         )

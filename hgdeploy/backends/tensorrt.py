@@ -9,6 +9,7 @@ need TensorRT and a GPU (`tensorrt_engine`, `tensorrt_runner`).
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -23,7 +24,6 @@ if TYPE_CHECKING:
 class TensorRtBackend(Backend):
     name = "tensorrt"
     summary = "a TensorRT 11 engine (NVIDIA GPU)"
-    device = "cuda"
     runs = ("fp32", "fp16", "int8")
     builds = ("fp32", "fp16", "int8")
     default_build = "fp16"  # TensorRT's fastest accurate precision
@@ -89,7 +89,7 @@ class TensorRtBackend(Backend):
         precision = self.check_precision(request.precision)
         settings = build_settings(request)
         result = run_build_engine(
-            BuildRequest(**{**request.__dict__, "precision": precision}), settings, on_step
+            dataclasses.replace(request, precision=precision), settings, on_step
         )
         prepared = result.prepared
         lines = [f"prepared {precision} ONNX: {prepared.path} (sidecar {prepared.sidecar})"]

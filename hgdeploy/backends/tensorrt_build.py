@@ -18,7 +18,7 @@ from hgdeploy.base.errors import HgDeployError
 from hgdeploy.base.zoo import get_spec
 from hgdeploy.exporters.onnx_export import fp32_onnx_for
 from hgdeploy.precision.calibration_source import check_calibration_options
-from hgdeploy.precision.int8 import DEFAULT_HIGH_PRECISION
+from hgdeploy.precision.int8 import DEFAULT_HIGH_PRECISION, check_high_precision
 from hgdeploy.precision.tensorrt_graphs import PreparedModel, prepare_precision
 
 
@@ -81,6 +81,7 @@ def run_build_engine(
     check_calibration_options(
         precision, request.calib_dir, request.calib_cache, request.calib_batches
     )
+    check_high_precision(precision, request.high_precision)
     settings = settings or build_settings(request)
     spec = get_spec(request.model)
     fp32 = fp32_onnx_for(request.model, request.onnx, request.checkpoint, on_step)

@@ -162,8 +162,8 @@ def sidecar_text(artifact: str | Path, fields: dict[str, Any]) -> str:
 
 
 def write_sidecar(artifact: str | Path, fields: dict[str, Any]) -> Path:
-    """Write (replace) only the sidecar: for an artifact written by someone else, e.g. a tool's
-    own cache directory. Artifacts of ours are written with `artifact_files`."""
+    """Write (replace) only the sidecar of a file that already exists (to describe a file made
+    elsewhere). Artifacts hgdeploy writes go through `artifact_files`, file and sidecar together."""
     return write_text_atomic(sidecar_path(artifact), sidecar_text(artifact, fields))
 
 
@@ -295,6 +295,3 @@ def artifact_files(
     finally:
         if not committed:
             pending.discard()
-        else:
-            for temp in pending._temps.values():
-                _remove(temp)

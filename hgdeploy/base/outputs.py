@@ -16,6 +16,7 @@ import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
+from hgdeploy.base.artifacts import sidecar_path
 from hgdeploy.base.errors import HgDeployError
 
 Inputs = Mapping[str, "str | Path | None"]
@@ -57,8 +58,6 @@ def check_output(
 def is_ours(path: Path) -> bool:
     """Whether hgdeploy wrote `path`: an artifact with a sidecar, or a JSON record of ours
     (a sidecar, a report, a calibration cache: they carry hgdeploy's version or format)."""
-    from hgdeploy.base.artifacts import sidecar_path
-
     if sidecar_path(path).is_file():
         return True
     if path.is_dir():
@@ -79,8 +78,6 @@ def is_ours(path: Path) -> bool:
 
 
 def _same_place(output: Path, given: Path, directory: bool) -> bool:
-    from hgdeploy.base.artifacts import sidecar_path
-
     candidates = [output] if directory else [output, sidecar_path(output)]
     for candidate in candidates:
         if candidate.exists() and given.exists():

@@ -58,6 +58,15 @@ class BenchConfig:
             if value is not None and len(self.models) != 1:
                 raise HgDeployError(f"{option} belongs to one model; pass exactly one --model")
 
+    def check_some_backend_runs(self) -> None:
+        """Refuse (one line, exit 1) when every non-reference backend of the config is
+        unavailable here: only the reference would be timed, a table of skips."""
+        asked = [get_backend(n) for n in self.backends if not get_backend(n).is_reference]
+        reasons = [(b.name, b.unavailable_reason()) for b in asked]
+        if asked and all(reason for _, reason in reasons):
+            detail = "; ".join(f"{name}: {reason}" for name, reason in reasons)
+            raise HgDeployError(f"no requested backend can run here ({detail})")
+
     def batches_for(self, spec: ModelSpec) -> list[int]:
         """This model's batch sizes, ascending: explicit ints plus, for DOCUMENTED, every
         documented size; by default 1 and the model's first documented size."""

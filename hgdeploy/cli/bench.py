@@ -165,7 +165,8 @@ def bench_command(
     )
     config.validate()  # option errors before the progress bar appears
     resolve_device(device)
-    _refuse_only_unavailable(backends)
+    if backends:  # asked for by name: refuse when none of them can run here
+        config.check_some_backend_runs()
     with RichProgress() as progress:
         run = run_matrix(
             config,
@@ -180,18 +181,6 @@ def bench_command(
     if bad:
         console.print(f"[red]{len(bad)} cell(s) failed or failed parity; see the table[/]")
     console.print(escape(f"wrote {', '.join(str(p) for p in written)}"))
-
-
-def _refuse_only_unavailable(backends: tuple[str, ...]) -> None:
-    """Backends asked for by name that all cannot run here: nothing would be benchmarked but
-    the reference, so say why instead of writing a table of skips (exit 1)."""
-    from hgdeploy.backends.registry import get_backend
-
-    asked = [get_backend(name) for name in backends if not get_backend(name).is_reference]
-    reasons = [(b.name, b.unavailable_reason()) for b in asked]
-    if asked and all(reason for _, reason in reasons):
-        detail = "; ".join(f"{name}: {reason}" for name, reason in reasons)
-        raise HgDeployError(f"no requested backend can run here ({detail})")
 
 
 def _matmul_peak(plan: Any, threads: int | None, output: Path) -> None:

@@ -17,8 +17,8 @@ from hgdeploy.base.errors import HgDeployError
 from hgdeploy.base.precisions import INT8_HIGH_PRECISIONS, PRECISIONS
 from hgdeploy.cli.options import (
     RegistryChoice,
-    backend_names_building,
     backend_option,
+    backend_values,
     calibration_options,
     checkpoint_option,
     force_option,
@@ -71,7 +71,7 @@ def chosen_precision(flags: dict[str, Any]) -> str | None:
 @click.option(
     "--target",
     "target",
-    type=RegistryChoice(backend_names_building),
+    type=RegistryChoice(backend_values(builds=True)),
     default=None,
     hidden=True,
     help="Old name of --backend (kept so existing scripts keep working).",

@@ -83,19 +83,13 @@ class RegistryChoice(click.Choice):
         )
 
 
-def _backends(**kwargs: Any) -> Callable[[], list[str]]:
+def backend_values(**kwargs: Any) -> Callable[[], list[str]]:
     def values() -> list[str]:
         from hgdeploy.backends.registry import backend_choices
 
         return backend_choices(**kwargs)
 
     return values
-
-
-def backend_names_building() -> list[str]:
-    from hgdeploy.backends.registry import backend_choices
-
-    return backend_choices(builds=True)
 
 
 def _benchmarked_precisions() -> list[str]:
@@ -158,7 +152,7 @@ def backend_option(
     """`--backend`, its choices from the backend registry."""
     return click.option(
         "--backend",
-        type=RegistryChoice(_backends(builds=builds, reference=reference)),
+        type=RegistryChoice(backend_values(builds=builds, reference=reference)),
         default=default,
         show_default=default is not None,
         help=help,
@@ -168,7 +162,7 @@ def backend_option(
 def backends_option(help: str) -> Callable[[F], F]:
     """A repeatable `--backend` (bench), its choices from the backend registry."""
     return click.option(
-        "--backend", "backends", multiple=True, type=RegistryChoice(_backends()), help=help
+        "--backend", "backends", multiple=True, type=RegistryChoice(backend_values()), help=help
     )
 
 

@@ -68,6 +68,17 @@ QUANTIZATION_KEY = "hgdeploy.quantization"
 HIGH_PRECISION_KEY = "hgdeploy.high_precision"
 
 
+def check_high_precision(precision: str, high_precision: str | None) -> str:
+    """The unquantized layers' type for a `precision` build (default fp16), or a one-line
+    refusal: only int8 graphs have one, and only the listed types."""
+    if precision != "int8" and high_precision is not None:
+        raise HgDeployError("--high-precision only applies to --int8")
+    high_precision = high_precision or DEFAULT_HIGH_PRECISION
+    if high_precision not in HIGH_PRECISIONS:
+        raise HgDeployError(f"--high-precision must be one of {', '.join(HIGH_PRECISIONS)}")
+    return high_precision
+
+
 def scheme(high_precision: str) -> str:
     """One line describing the quantization, for metadata and sidecars."""
     return (

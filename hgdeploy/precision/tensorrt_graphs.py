@@ -53,9 +53,8 @@ from hgdeploy.precision.calibration_source import (
 )
 from hgdeploy.precision.fp16 import convert_fp16, fp16_block_list
 from hgdeploy.precision.int8 import (
-    DEFAULT_HIGH_PRECISION,
-    HIGH_PRECISIONS,
     WEIGHT_AXIS,
+    check_high_precision,
     quantize_int8,
     scheme,
 )
@@ -106,11 +105,7 @@ def prepare_precision(
     if precision not in PRECISIONS:
         raise HgDeployError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     check_calibration_options(precision, calib_dir, calib_cache, calib_batches)
-    if precision != "int8" and high_precision is not None:
-        raise HgDeployError("--high-precision only applies to --int8")
-    high_precision = high_precision or DEFAULT_HIGH_PRECISION
-    if high_precision not in HIGH_PRECISIONS:
-        raise HgDeployError(f"--high-precision must be one of {', '.join(HIGH_PRECISIONS)}")
+    high_precision = check_high_precision(precision, high_precision)
     fp32_onnx, output = Path(fp32_onnx), Path(output)
     source = load_onnx(fp32_onnx)
     check_fp32_source(spec.name, source, fp32_onnx)
