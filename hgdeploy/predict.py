@@ -1,55 +1,172 @@
-"""Run an eager reference model on one real image and summarise what it found."""
+"""`hgdeploy predict`: a model's test-time pipeline on images, on any backend, in image pixels.
+
+Writes `predictions.json` (COCO results format) and one PNG per image with what was found.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
-import torch
 
-from hgdeploy.base.images import preprocess, read_image, sample_images
+from hgdeploy.base.artifacts import artifact_files
+from hgdeploy.base.errors import HgDeployError
+from hgdeploy.base.images import IMAGE_SUFFIXES, read_image, sample_images
+from hgdeploy.base.outputs import check_output
 from hgdeploy.base.zoo import get_spec
-from hgdeploy.models.decode import decode_with
-from hgdeploy.models.loader import load_model
+from hgdeploy.pipelines.drawing import draw_detections, draw_pose, encode_png
+from hgdeploy.pipelines.factory import build_pipeline
+from hgdeploy.pipelines.pose_boxes import check_box
+from hgdeploy.pipelines.results import Detections, Pose
+
+Box = tuple[float, float, float, float]
+DEFAULT_IMAGE = "astronaut"
+PREDICTIONS_FILE = "predictions.json"
 
 
 @dataclass
-class Prediction:
-    image_name: str
-    outputs: dict[str, np.ndarray]  # zoo output name -> array
-    detections: np.ndarray | None  # CornerNet family: (num_dets, 8), best first
-    keypoints: np.ndarray | None  # pose models: (joints, 3) = x, y, peak value on the heatmap
+class ImagePrediction:
+    image_id: int | str
+    name: str
+    pixels: np.ndarray  # HxWx3 uint8 RGB
+    found: Detections | Pose
+
+
+@dataclass
+class PredictRun:
+    model: str
+    backend: str
+    predictions: list[ImagePrediction]
+    stage_seconds: dict[str, float]
+    written: list[Path] = field(default_factory=list)
+
+    def coco_results(self) -> list[dict[str, Any]]:
+        return [rec for p in self.predictions for rec in p.found.to_coco(p.image_id)]
+
+
+def image_id_for(path: Path) -> int | str:
+    """COCO's file names are the image id ("000000397133.jpg" -> 397133); others keep the stem."""
+    return int(path.stem) if path.stem.isdigit() else path.stem
+
+
+def gather_images(
+    image: str | Path | None, images_dir: str | Path | None
+) -> list[tuple[Any, str, Path | None]]:
+    """(image_id, name, path) for --image / --images; the bundled astronaut when neither."""
+    if image is not None and images_dir is not None:
+        raise HgDeployError("give --image or --images, not both")
+    if image is not None:
+        path = Path(image)
+        return [(image_id_for(path), path.name, path)]
+    if images_dir is not None:
+        directory = Path(images_dir)
+        if not directory.is_dir():
+            raise HgDeployError(f"image directory not found: {directory}")
+        paths = sorted(p for p in directory.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        if not paths:
+            raise HgDeployError(f"no {'/'.join(IMAGE_SUFFIXES)} images in {directory}")
+        return [(image_id_for(p), p.name, p) for p in paths]
+    return [(DEFAULT_IMAGE, DEFAULT_IMAGE, None)]
 
 
 def predict(
-    name: str, checkpoint: str | Path | None = None, image: str | Path | None = None, seed: int = 0
-) -> Prediction:
-    """Eager forward on `image` (default: scikit-image's astronaut) plus the upstream decoding."""
+    name: str,
+    *,
+    image: str | Path | None = None,
+    images_dir: str | Path | None = None,
+    backend: str | None = None,
+    artifact: str | Path | None = None,
+    checkpoint: str | Path | None = None,
+    seed: int = 0,
+    box: Box | None = None,
+    output: str | Path | None = None,
+    force: bool = False,
+    on_batch: Callable[[int, int], None] | None = None,
+) -> PredictRun:
+    """Run `name`'s pipeline on the images; with `output`, write predictions.json and PNGs."""
     spec = get_spec(name)
-    if image is None:
-        image_name, pixels = sample_images(["astronaut"])[0]
-    else:
-        image_name, pixels = str(image), read_image(image)
-    model = load_model(name, checkpoint, seed=seed)
-    inputs = torch.from_numpy(preprocess(spec, [pixels]))
-    with torch.no_grad():
-        raw = model(inputs)
-    heads = raw if isinstance(raw, tuple) else (raw,)
-    outputs = {o.name: t.numpy() for o, t in zip(spec.outputs, heads)}
-    detections = keypoints = None
-    if spec.decode is not None:
-        dets = decode_with(spec.decode, heads[:6])[0].numpy()
-        detections = dets[dets[:, 4] >= 0]
-    else:
-        heatmaps = outputs["heatmaps"][0]
-        keypoints = heatmap_peaks(heatmaps[-1] if heatmaps.ndim == 4 else heatmaps)
-    return Prediction(image_name, outputs, detections, keypoints)
+    if box is not None and spec.decode is not None:
+        raise HgDeployError("--box is for the pose models (a person box); detectors find boxes")
+    out_dir = None
+    if output is not None:
+        inputs = {
+            "--image": image,
+            "--images": images_dir,
+            "--artifact": artifact,
+            "--checkpoint": checkpoint,
+        }
+        out_dir = check_output(output, inputs=inputs, force=force, directory=True)
+        check_output(out_dir / PREDICTIONS_FILE, inputs=inputs, force=force)
+    listed = gather_images(image, images_dir)
+    pipeline = build_pipeline(
+        name, backend=backend, artifact=artifact, checkpoint=checkpoint, seed=seed
+    )
+    chunk = max(1, pipeline.network.batch // (2 if getattr(pipeline, "flip", False) else 1))
+    predictions: list[ImagePrediction] = []
+    try:
+        for start in range(0, len(listed), chunk):
+            part = listed[start : start + chunk]
+            pixels = [
+                read_image(path) if path is not None else sample_images([nm])[0][1]
+                for _, nm, path in part
+            ]
+            found: Sequence[Detections | Pose]
+            if spec.decode is not None:
+                found = pipeline(pixels)
+            else:
+                boxes = [_person_box(box, im) for im in pixels]
+                found = pipeline(pixels, boxes)
+            predictions += [
+                ImagePrediction(image_id, nm, im, f)
+                for (image_id, nm, _), im, f in zip(part, pixels, found)
+            ]
+            if on_batch is not None:
+                on_batch(min(start + chunk, len(listed)), len(listed))
+    finally:
+        pipeline.network.close()
+    run = PredictRun(name, pipeline.network.backend, predictions, pipeline.times.as_dict())
+    if out_dir is not None:
+        run.written = write_outputs(run, out_dir, artifact)
+    return run
 
 
-def heatmap_peaks(heatmaps: np.ndarray) -> np.ndarray:
-    """(joints, 3): column, row and value of each joint heatmap's maximum."""
-    joints, _, width = heatmaps.shape
-    flat = heatmaps.reshape(joints, -1)
-    index = flat.argmax(axis=1)
-    return np.stack([index % width, index // width, flat.max(axis=1)], axis=1).astype(np.float32)
+def _person_box(box: Box | None, image: np.ndarray) -> Box:
+    """--box, checked against the image; without it the whole image is the person box."""
+    height, width = image.shape[:2]
+    if box is None:
+        return (0.0, 0.0, float(width), float(height))
+    check_box(box, height, width)
+    return box
+
+
+def write_outputs(
+    run: PredictRun, directory: Path, artifact: str | Path | None = None
+) -> list[Path]:
+    """predictions.json, its sidecar and one `<image>.png` drawing per image, written together
+    (a failure leaves the previous set)."""
+    results = directory / PREDICTIONS_FILE
+    drawings = [directory / f"{Path(p.name).stem}.png" for p in run.predictions]
+    with artifact_files(results, *drawings) as pending:
+        for prediction, path in zip(run.predictions, drawings):
+            found = prediction.found
+            if isinstance(found, Detections):
+                drawing = draw_detections(prediction.pixels, found)
+            else:
+                drawing = draw_pose(prediction.pixels, found)
+            pending.tmp(path).write_bytes(encode_png(drawing))
+        pending.tmp(results).write_text(json.dumps(run.coco_results()))
+        pending.describe(
+            {
+                "kind": "predictions",
+                "model": run.model,
+                "backend": run.backend,
+                "artifact": str(artifact) if artifact is not None else None,
+                "images": [p.name for p in run.predictions],
+                "stage_seconds": run.stage_seconds,
+            }
+        )
+    return [*drawings, results]
