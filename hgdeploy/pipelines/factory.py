@@ -90,10 +90,26 @@ def make_network(
     record = verify_sidecar(artifact) if artifact.is_file() else None
     _check_model(spec, artifact, record)
     precision = (record or {}).get("precision", "fp32")
-    runner = chosen.runner(RunRequest(artifact, spec, 1, precision, threads=threads))
+    batch = _static_onnx_batch(artifact) or 1
+    runner = chosen.runner(RunRequest(artifact, spec, batch, precision, threads=threads))
     runner.activate()
     batch, static, input_hw = _input_geometry(spec, runner.get_input_metadata(), artifact)
     return Network(runner, batch, static, input_hw, spec.layout, chosen.name)
+
+
+def _static_onnx_batch(artifact: Path) -> int | None:
+    """An ONNX's static batch (the runners check a request against it), else None."""
+    if artifact.suffix != ".onnx":
+        return None
+    import onnx
+
+    from hgdeploy.base.onnx_files import input_dims
+
+    try:
+        dims = input_dims(onnx.load(str(artifact), load_external_data=False), INPUT_NAME)
+    except Exception:  # unreadable or foreign: the backend's runner says why, in one line
+        return None
+    return dims[0] if isinstance(dims[0], int) else None
 
 
 def _backend_for(artifact: Path) -> str:

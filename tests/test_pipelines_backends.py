@@ -1,0 +1,130 @@
+"""One pipeline, any backend: the same pipeline on ONNX Runtime and OpenVINO fp32 artifacts gives
+the eager pipeline's predictions (the issue's criteria: keypoints within 1 px; of the eager top
+20 detections >= 90% matched by one of the same class with IoU >= 0.9), through the commands a
+user runs: export, build, predict."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+from conftest import synthetic_model
+from pipeline_inputs import detector_test_weights
+
+from hgdeploy.base.images import sample_images
+from hgdeploy.cli import main
+
+PHOTOS = ("astronaut", "coffee")
+
+
+def invoke(args: list[str]) -> str:
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+@pytest.fixture(scope="module")
+def photos_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from PIL import Image
+
+    directory = tmp_path_factory.mktemp("photos")
+    for name, pixels in sample_images(PHOTOS):
+        Image.fromarray(pixels).save(directory / f"{name}.png")
+    return directory
+
+
+def predictions(args: list[str], out: Path) -> list[dict]:
+    invoke([*args, "--output", str(out)])
+    return json.loads((out / "predictions.json").read_text())
+
+
+def artifacts(name: str, root: Path, checkpoint: Path | None, batch: int) -> dict[str, Path]:
+    """The fp32 ONNX export and the OpenVINO IR built from it, as a user makes them."""
+    onnx_path = root / f"{name}.onnx"
+    weights = ["--checkpoint", str(checkpoint)] if checkpoint else []
+    invoke(["export", "--model", name, "--batch", str(batch), "--output", str(onnx_path), *weights])
+    dynamic = root / f"{name}_dyn.onnx"  # the IR keeps the export's batch axis: a dynamic one
+    invoke(["export", "--model", name, "--dynamic-batch", "--output", str(dynamic), *weights])
+    ir = root / f"{name}.xml"
+    invoke(["build", "--model", name, "--backend", "openvino", "--fp32", "--onnx", str(dynamic),
+            "--output", str(ir)])  # fmt: skip
+    return {"onnxruntime": onnx_path, "openvino": ir}
+
+
+def iou(a: list[float], b: list[float]) -> float:
+    ax2, ay2, bx2, by2 = a[0] + a[2], a[1] + a[3], b[0] + b[2], b[1] + b[3]
+    w = max(0.0, min(ax2, bx2) - max(a[0], b[0]))
+    h = max(0.0, min(ay2, by2) - max(a[1], b[1]))
+    union = a[2] * a[3] + b[2] * b[3] - w * h
+    return w * h / union if union > 0 else 0.0
+
+
+def matched_fraction(reference: list[dict], candidate: list[dict], top: int = 20) -> float:
+    """Of `reference`'s `top` best per image, the fraction with a same-class IoU >= 0.9 box."""
+    hits = total = 0
+    for image_id in {r["image_id"] for r in reference}:
+        mine = sorted(
+            (r for r in reference if r["image_id"] == image_id), key=lambda r: -r["score"]
+        )
+        theirs = [r for r in candidate if r["image_id"] == image_id]
+        for ref in mine[:top]:
+            total += 1
+            hits += any(
+                c["category_id"] == ref["category_id"] and iou(c["bbox"], ref["bbox"]) >= 0.9
+                for c in theirs
+            )
+    return hits / total
+
+
+def test_hrnet_pipeline_on_every_cpu_backend(tmp_path: Path, photos_dir: Path) -> None:
+    """Batch 2 artifacts: the flip pair of each image runs in one call."""
+    eager = predictions(
+        ["predict", "--model", "hrnet", "--images", str(photos_dir)], tmp_path / "e"
+    )
+    assert len(eager) == len(PHOTOS)
+    for backend, artifact in artifacts("hrnet", tmp_path, None, batch=2).items():
+        deployed = predictions(
+            ["predict", "--model", "hrnet", "--backend", backend, "--artifact", str(artifact),
+             "--images", str(photos_dir)], tmp_path / backend,
+        )  # fmt: skip
+        for ref, got in zip(eager, deployed):
+            assert got["image_id"] == ref["image_id"]
+            ref_xy = np.reshape(ref["keypoints"], (-1, 3))[:, :2]
+            got_xy = np.reshape(got["keypoints"], (-1, 3))[:, :2]
+            np.testing.assert_allclose(got_xy, ref_xy, atol=1.0, err_msg=backend)
+
+
+def test_squeeze_pipeline_on_every_cpu_backend(tmp_path: Path, photos_dir: Path) -> None:
+    """Weights that detect something (see `detector_test_weights`), saved as an upstream
+    checkpoint so every command loads them. The eager pipeline runs at the artifact's 511x511
+    (a fixed export pads each photo into it) so both see the same input."""
+    from hgdeploy.base.zoo import get_spec
+    from hgdeploy.pipelines.cornernet import CornerNetPipeline
+    from hgdeploy.pipelines.network import Network
+    from hgdeploy.runners.torch_runner import TorchRunner
+
+    model = detector_test_weights(copy.deepcopy(synthetic_model("squeeze")))  # not the cached one
+    checkpoint = tmp_path / "squeeze_test.pkl"
+    torch.save({f"module.{k}": v for k, v in model.state_dict().items()}, checkpoint)
+    spec = get_spec("squeeze")
+    runner = TorchRunner(model, "image", spec.input_shape(1), spec.output_names)
+    pipeline = CornerNetPipeline(
+        spec, Network(runner, 4, False, None, "NCHW"), flip=False, input_hw=spec.input_hw
+    )
+    reference = [
+        rec
+        for (name, pixels), found in zip(sample_images(PHOTOS), pipeline([p for _, p in sample_images(PHOTOS)]))
+        for rec in found.to_coco(name)
+    ]  # fmt: skip
+    assert len(reference) >= 20 * len(PHOTOS), "the test weights must detect something"
+    for backend, artifact in artifacts("squeeze", tmp_path, checkpoint, batch=1).items():
+        deployed = predictions(
+            ["predict", "--model", "squeeze", "--backend", backend, "--artifact", str(artifact),
+             "--checkpoint", str(checkpoint), "--images", str(photos_dir)], tmp_path / backend,
+        )  # fmt: skip
+        assert matched_fraction(reference, deployed) >= 0.9, backend
