@@ -106,10 +106,11 @@ class BatchType(click.ParamType):
 @force_option
 @click.option(
     "--op",
-    type=click.Choice(["corner-pool", "matmul-peak"]),
+    type=click.Choice(["corner-pool", "matmul-peak", "pipeline"]),
     default=None,
     help="Run an operator micro-benchmark instead of the model matrix (--model then "
-    "picks the pooled shapes of those models; default every shape).",
+    "picks the pooled shapes of those models; default every shape); 'pipeline': each "
+    "model's end-to-end test-time pipeline split by stage, per backend (pipeline.json/.md).",
 )
 def bench_command(
     models: tuple[str, ...],
@@ -146,6 +147,9 @@ def bench_command(
     if op == "matmul-peak":
         _matmul_peak(plan, threads, output)
         return
+    if op == "pipeline":
+        _pipeline(models, backends, iterations or 3, seed, output)
+        return
     from hgdeploy.backends.registry import backend_names
     from hgdeploy.bench.host import resolve_device
     from hgdeploy.bench.matrix import BenchConfig, RichProgress, run_matrix
@@ -181,6 +185,26 @@ def bench_command(
     if bad:
         console.print(f"[red]{len(bad)} cell(s) failed or failed parity; see the table[/]")
     console.print(escape(f"wrote {', '.join(str(p) for p in written)}"))
+
+
+def _pipeline(
+    models: tuple[str, ...], backends: tuple[str, ...], repeats: int, seed: int, output: Path
+) -> None:
+    """End-to-end pipeline latency split by stage (batch 1, bundled photos)."""
+    from hgdeploy.base.artifacts import write_text_atomic
+    from hgdeploy.base.zoo import ZOO
+    from hgdeploy.bench.pipeline_stages import measure, report_json, report_markdown
+    from hgdeploy.bench.report import write_json
+
+    chosen_models = models or tuple(ZOO)
+    chosen_backends = backends or ("torch", "onnxruntime", "openvino")
+    with console.status("pipeline stages"):
+        report = measure(chosen_models, chosen_backends, repeats, seed)
+    markdown = report_markdown(report)
+    console.print(markdown)
+    output.mkdir(parents=True, exist_ok=True)
+    write_json(output / "pipeline.json", report_json(report))
+    write_text_atomic(output / "pipeline.md", markdown)
 
 
 def _matmul_peak(plan: Any, threads: int | None, output: Path) -> None:

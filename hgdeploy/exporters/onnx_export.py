@@ -63,6 +63,34 @@ class ExportOptions:
     dynamic_batch: bool = False
     opset: int = DEFAULT_OPSET
     corner_pool: CornerPoolForm = "plugin"
+    # H x W of the input; None: the zoo's documented size. CornerNet-family nets are fully
+    # convolutional, and upstream feeds them 128k-1 sizes (a 512x512 photo runs at 639x639).
+    input_hw: tuple[int, int] | None = None
+
+    def input_shape(self, spec: ModelSpec, batch: int) -> tuple[int, int, int, int]:
+        height, width = self.input_hw or spec.input_hw
+        return (batch, height, width, 3) if spec.layout == "NHWC" else (batch, 3, height, width)
+
+    def output_shape(self, spec: ModelSpec, shape: tuple[int, ...]) -> list[int]:
+        """An output's per-image shape at this input size (spatial axes scale with the input)."""
+        if self.input_hw is None:
+            return list(shape)
+        factors = [(new + 1) / (old + 1) for new, old in zip(self.input_hw, spec.input_hw)]
+        return [*shape[:-2], round(shape[-2] * factors[0]), round(shape[-1] * factors[1])]
+
+    def check_input_size(self, spec: ModelSpec) -> None:
+        if self.input_hw is None or tuple(self.input_hw) == spec.input_hw:
+            return
+        if spec.decode is None or spec.name == "saccade":
+            raise HgDeployError(
+                f"--input-size: {spec.name} runs at {spec.input_hw[0]}x{spec.input_hw[1]} only "
+                "(its upstream test pipeline crops to that size)"
+            )
+        if any(side < 127 or (side + 1) % 128 for side in self.input_hw):
+            raise HgDeployError(
+                f"--input-size {self.input_hw[0]}x{self.input_hw[1]}: each side must be 128k-1 "
+                "(127, 255, 383, 511, 639, ...), the sizes upstream pads images to"
+            )
 
     def validate(self) -> None:
         if self.batch < 1:
@@ -94,11 +122,12 @@ def export_onnx(
 ) -> onnx.ModelProto:
     """Trace `model` into an in-memory ONNX model in the requested corner-pool form."""
     options.validate()
+    options.check_input_size(spec)
     step = on_step or (lambda _: None)
     register_corner_pool_schemas()
     # A dynamic axis needs an example size >= 2, or torch specialises it to the constant 1.
     example_batch = max(options.batch, 2) if options.dynamic_batch else options.batch
-    example = torch.zeros(spec.input_shape(example_batch))
+    example = torch.zeros(options.input_shape(spec, example_batch))
     dynamic_shapes = ({0: torch.export.Dim(BATCH_DIM)},) if options.dynamic_batch else None
     step(f"tracing {spec.name} (torch.export)")
     with torch.no_grad(), warnings.catch_warnings():
@@ -166,7 +195,8 @@ SHARED_EXPORT = ExportOptions(batch=1, dynamic_batch=True, corner_pool="plugin")
 
 def default_output(name: str, options: ExportOptions) -> Path:
     batch = "dyn" if options.dynamic_batch else f"b{options.batch}"
-    return Path("artifacts") / name / f"{name}_{batch}_{options.corner_pool}.onnx"
+    size = f"_{options.input_hw[0]}x{options.input_hw[1]}" if options.input_hw else ""
+    return Path("artifacts") / name / f"{name}_{batch}{size}_{options.corner_pool}.onnx"
 
 
 def export_to_file(
@@ -183,6 +213,7 @@ def export_to_file(
     `artifact_files`). `force` replaces an existing file hgdeploy did not write."""
     spec = get_spec(name)
     options.validate()
+    options.check_input_size(spec)
     step = on_step or (lambda _: None)
     # Before minutes of work: the output is writable, is not the checkpoint, is not a foreign file.
     path = check_output(
@@ -225,10 +256,10 @@ def _sidecar_fields(
         "corner_pool_nodes": counts,
         "input": {
             "name": INPUT_NAME,
-            "shape": [batch, *spec.input_shape(1)[1:]],
+            "shape": [batch, *options.input_shape(spec, 1)[1:]],
             "layout": spec.layout,
         },
-        "outputs": {o.name: [batch, *o.shape] for o in spec.outputs},
+        "outputs": {o.name: [batch, *options.output_shape(spec, o.shape)] for o in spec.outputs},
         "export_seconds": round(seconds, 2),
     }
 
