@@ -13,9 +13,9 @@ from typing import Any
 
 import numpy as np
 
-from hgdeploy.base.artifacts import artifact_files
+from hgdeploy.base.artifacts import artifact_files, read_sidecar
 from hgdeploy.base.errors import HgDeployError
-from hgdeploy.base.images import IMAGE_SUFFIXES, read_image, sample_images
+from hgdeploy.base.images import image_paths_in, read_image, sample_images
 from hgdeploy.base.outputs import check_output
 from hgdeploy.base.zoo import get_spec
 from hgdeploy.pipelines.drawing import draw_detections, draw_pose, encode_png
@@ -63,13 +63,7 @@ def gather_images(
         path = Path(image)
         return [(image_id_for(path), path.name, path)]
     if images_dir is not None:
-        directory = Path(images_dir)
-        if not directory.is_dir():
-            raise HgDeployError(f"image directory not found: {directory}")
-        paths = sorted(p for p in directory.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-        if not paths:
-            raise HgDeployError(f"no {'/'.join(IMAGE_SUFFIXES)} images in {directory}")
-        return [(image_id_for(p), p.name, p) for p in paths]
+        return [(image_id_for(p), p.name, p) for p in image_paths_in(images_dir)]
     return [(DEFAULT_IMAGE, DEFAULT_IMAGE, None)]
 
 
@@ -91,17 +85,21 @@ def predict(
     spec = get_spec(name)
     if box is not None and spec.decode is not None:
         raise HgDeployError("--box is for the pose models (a person box); detectors find boxes")
+    listed = gather_images(image, images_dir)
     out_dir = None
     if output is not None:
-        inputs = {
-            "--image": image,
+        inputs: dict[str, str | Path | None] = {
             "--images": images_dir,
             "--artifact": artifact,
             "--checkpoint": checkpoint,
         }
+        inputs.update({f"image {name}": path for _, name, path in listed})
         out_dir = check_output(output, inputs=inputs, force=force, directory=True)
-        check_output(out_dir / PREDICTIONS_FILE, inputs=inputs, force=force)
-    listed = gather_images(image, images_dir)
+        # Every file it will write: a drawing must not replace a photo it was made from.
+        # A drawing an earlier run wrote (its predictions.json's sidecar lists it) is ours.
+        ours = set((read_sidecar(out_dir / PREDICTIONS_FILE) or {}).get("drawings", []))
+        for path in (out_dir / PREDICTIONS_FILE, *drawing_paths(out_dir, listed)):
+            check_output(path, inputs=inputs, force=force or path.name in ours)
     pipeline = build_pipeline(
         name, backend=backend, artifact=artifact, checkpoint=checkpoint, seed=seed
     )
@@ -134,6 +132,11 @@ def predict(
     return run
 
 
+def drawing_paths(directory: Path, listed: Sequence[tuple[Any, str, Path | None]]) -> list[Path]:
+    """One `<image stem>.png` per image in the output directory."""
+    return [directory / f"{Path(name).stem}.png" for _, name, _ in listed]
+
+
 def _person_box(box: Box | None, image: np.ndarray) -> Box:
     """--box, checked against the image; without it the whole image is the person box."""
     height, width = image.shape[:2]
@@ -149,7 +152,7 @@ def write_outputs(
     """predictions.json, its sidecar and one `<image>.png` drawing per image, written together
     (a failure leaves the previous set)."""
     results = directory / PREDICTIONS_FILE
-    drawings = [directory / f"{Path(p.name).stem}.png" for p in run.predictions]
+    drawings = drawing_paths(directory, [(p.image_id, p.name, None) for p in run.predictions])
     with artifact_files(results, *drawings) as pending:
         for prediction, path in zip(run.predictions, drawings):
             found = prediction.found
@@ -166,6 +169,7 @@ def write_outputs(
                 "backend": run.backend,
                 "artifact": str(artifact) if artifact is not None else None,
                 "images": [p.name for p in run.predictions],
+                "drawings": [path.name for path in drawings],
                 "stage_seconds": run.stage_seconds,
             }
         )

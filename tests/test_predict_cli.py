@@ -120,3 +120,28 @@ def test_bench_pipeline_records_each_stage(tmp_path: Path) -> None:
     assert {"preprocess", "network", "postprocess"} <= set(row["per_image_ms"])
     assert row["end_to_end_ms"] >= row["network_ms"] > 0
     assert "| hrnet | torch |" in (tmp_path / "pipeline.md").read_text()
+
+
+def test_drawings_never_replace_the_photos(tmp_path: Path) -> None:
+    """The drawing of photos/astronaut.png would be photos/astronaut.png with --output photos."""
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    cv2.imwrite(str(photos / "astronaut.png"), sample_images(["astronaut"])[0][1][..., ::-1])
+    before = (photos / "astronaut.png").read_bytes()
+    code, output = run(
+        ["predict", "--model", "hrnet", "--image", str(photos / "astronaut.png"), "--output",
+         str(photos)]
+    )  # fmt: skip
+    one_line_error(code, output, "astronaut.png")
+    code, output = run(
+        ["predict", "--model", "hrnet", "--images", str(photos), "--output", str(photos)]
+    )
+    one_line_error(code, output, "is also the --images input")
+    assert (photos / "astronaut.png").read_bytes() == before
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "astronaut.png").write_bytes(b"a user's own file")
+    code, output = run(
+        ["predict", "--model", "hrnet", "--images", str(photos), "--output", str(tmp_path / "out")]
+    )
+    one_line_error(code, output, "--force")
+    assert (tmp_path / "out" / "astronaut.png").read_bytes() == b"a user's own file"

@@ -68,15 +68,20 @@ def _to_rgb8(samples: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(np.repeat(gray[..., None], 3, axis=-1))
 
 
-def images_in(directory: str | Path) -> list[tuple[str, np.ndarray]]:
-    """Every jpg/png/bmp image in `directory` (sorted by name), for calibration or parity."""
+def image_paths_in(directory: str | Path) -> list[Path]:
+    """Every jpg/png/bmp file in `directory`, sorted by name, or a one-line error."""
     directory = Path(directory)
     if not directory.is_dir():
         raise HgDeployError(f"image directory not found: {directory}")
     paths = sorted(p for p in directory.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
     if not paths:
         raise HgDeployError(f"no {'/'.join(IMAGE_SUFFIXES)} images in {directory}")
-    return [(p.name, read_image(p)) for p in paths]
+    return paths
+
+
+def images_in(directory: str | Path) -> list[tuple[str, np.ndarray]]:
+    """Every jpg/png/bmp image in `directory` (sorted by name), for calibration or parity."""
+    return [(p.name, read_image(p)) for p in image_paths_in(directory)]
 
 
 def letterbox(image: np.ndarray, height: int, width: int) -> np.ndarray:

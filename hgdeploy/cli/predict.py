@@ -72,6 +72,7 @@ def predict_command(
     boxes or keypoints in original image pixels."""
     from rich.progress import Progress
 
+    from hgdeploy.pipelines.results import Detections
     from hgdeploy.predict import predict
 
     # A bar for a directory only: one image needs none (and an error then stays one line).
@@ -95,7 +96,7 @@ def predict_command(
         height, width = prediction.pixels.shape[:2]
         title = f"{model_name} on {prediction.name} ({width}x{height}) via {run.backend}"
         table = Table(title=title)
-        if hasattr(found, "boxes"):
+        if isinstance(found, Detections):
             for column in ("class", "score", "x1", "y1", "x2", "y2"):
                 table.add_column(column)
             from hgdeploy.pipelines.categories import COCO_CLASS_NAMES

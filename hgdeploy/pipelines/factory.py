@@ -43,23 +43,28 @@ def build_pipeline(
     return pipeline_for(spec, network, flip)
 
 
-def pipeline_for(spec: ModelSpec, network: Network, flip: bool | None = None) -> Any:
-    from hgdeploy.pipelines.cornernet import CornerNetPipeline
-    from hgdeploy.pipelines.hourglass import HourglassPipeline
-    from hgdeploy.pipelines.hrnet import HrnetPipeline
-    from hgdeploy.pipelines.saccade import SaccadePipeline
+# model -> (pipeline module:class, upstream's flip test default; None: the pipeline has none)
+PIPELINES: dict[str, tuple[str, bool | None]] = {
+    "cornernet": ("cornernet:CornerNetPipeline", True),
+    "squeeze": ("cornernet:CornerNetPipeline", False),
+    "saccade": ("saccade:SaccadePipeline", None),
+    "hrnet": ("hrnet:HrnetPipeline", True),
+    "hourglass": ("hourglass:HourglassPipeline", True),
+}
 
-    if spec.name == "cornernet":
-        return CornerNetPipeline(spec, network, flip=True if flip is None else flip)
-    if spec.name == "squeeze":
-        return CornerNetPipeline(spec, network, flip=False if flip is None else flip)
-    if spec.name == "saccade":
-        return SaccadePipeline(spec, network)
-    if spec.name == "hrnet":
-        return HrnetPipeline(spec, network, flip=True if flip is None else flip)
-    if spec.name == "hourglass":
-        return HourglassPipeline(spec, network, flip=True if flip is None else flip)
-    raise HgDeployError(f"{spec.name} has no test-time pipeline")
+
+def pipeline_for(spec: ModelSpec, network: Network, flip: bool | None = None) -> Any:
+    """The model's pipeline around `network`; `flip` None keeps upstream's setting."""
+    import importlib
+
+    if spec.name not in PIPELINES:
+        raise HgDeployError(f"{spec.name} has no test-time pipeline")
+    where, upstream_flip = PIPELINES[spec.name]
+    module, attr = where.split(":")
+    pipeline_class = getattr(importlib.import_module(f"hgdeploy.pipelines.{module}"), attr)
+    if upstream_flip is None:
+        return pipeline_class(spec, network)
+    return pipeline_class(spec, network, flip=upstream_flip if flip is None else flip)
 
 
 def make_network(
