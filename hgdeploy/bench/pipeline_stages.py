@@ -19,6 +19,7 @@ from typing import Any
 
 from hgdeploy.backends.base import ensure_onnx
 from hgdeploy.base.artifacts import tool_versions
+from hgdeploy.base.errors import HgDeployError
 from hgdeploy.base.images import sample_images
 from hgdeploy.pipelines.factory import build_pipeline
 
@@ -34,7 +35,6 @@ class PipelineTiming:
     network_ms: float
     post_share: float  # post-processing / end to end (every non-network, non-preprocess stage)
     detections_per_image: float | None = None
-    note: str = ""
 
 
 @dataclass
@@ -42,8 +42,21 @@ class PipelineReport:
     started: str
     repeats: int
     photos: tuple[str, ...]
+    weights: str = "synthetic, seed 0"
     rows: list[PipelineTiming] = field(default_factory=list)
     versions: dict[str, str] = field(default_factory=tool_versions)
+
+
+def pipeline_backends() -> tuple[str, ...]:
+    """The backends a pipeline bench runs by default: the reference and every available one
+    that runs the shared ONNX (an engine-only backend needs a built artifact)."""
+    from hgdeploy.backends.registry import registered_backends
+
+    return tuple(
+        b.name
+        for b in registered_backends()
+        if b.is_reference or (".onnx" in b.artifact_suffixes and b.unavailable_reason() is None)
+    )
 
 
 def time_pipeline(
@@ -58,7 +71,7 @@ def time_pipeline(
         seed=seed,
     )
     photos = [pixels for _, pixels in sample_images(PHOTOS)]
-    pose = get_is_pose(pipeline)
+    pose = pipeline.spec.decode is None
     found: list[Any] = []
 
     def once(image: Any) -> list[Any]:
@@ -87,19 +100,26 @@ def time_pipeline(
     return PipelineTiming(name, backend, medians, end_to_end, network, post / end_to_end, count)
 
 
-def get_is_pose(pipeline: Any) -> bool:
-    return pipeline.spec.decode is None
-
-
 def measure(
-    models: tuple[str, ...], backends: tuple[str, ...], repeats: int = 3, seed: int = 0
+    models: tuple[str, ...],
+    backends: tuple[str, ...],
+    repeats: int = 3,
+    seed: int = 0,
+    checkpoint: Path | None = None,
 ) -> PipelineReport:
+    """Every (model, backend) pair; `checkpoint` (one model only) replaces the synthetic
+    weights, e.g. with weights that detect something, so post-processing sees real work."""
+    if checkpoint is not None and len(models) != 1:
+        raise HgDeployError("--checkpoint with --op pipeline needs exactly one --model")
     report = PipelineReport(
-        _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"), repeats, PHOTOS
+        _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+        repeats,
+        PHOTOS,
+        weights=str(checkpoint) if checkpoint is not None else f"synthetic, seed {seed}",
     )
     for name in models:
         for backend in backends:
-            report.rows.append(time_pipeline(name, backend, repeats, seed))
+            report.rows.append(time_pipeline(name, backend, repeats, seed, checkpoint))
     return report
 
 

@@ -148,7 +148,7 @@ def bench_command(
         _matmul_peak(plan, threads, output)
         return
     if op == "pipeline":
-        _pipeline(models, backends, iterations or 3, seed, output)
+        _pipeline(models, backends, iterations or 3, seed, output, checkpoint)
         return
     from hgdeploy.backends.registry import backend_names
     from hgdeploy.bench.host import resolve_device
@@ -188,18 +188,34 @@ def bench_command(
 
 
 def _pipeline(
-    models: tuple[str, ...], backends: tuple[str, ...], repeats: int, seed: int, output: Path
+    models: tuple[str, ...],
+    backends: tuple[str, ...],
+    repeats: int,
+    seed: int,
+    output: Path,
+    checkpoint: str | None,
 ) -> None:
     """End-to-end pipeline latency split by stage (batch 1, bundled photos)."""
     from hgdeploy.base.artifacts import write_text_atomic
     from hgdeploy.base.zoo import ZOO
-    from hgdeploy.bench.pipeline_stages import measure, report_json, report_markdown
+    from hgdeploy.bench.pipeline_stages import (
+        measure,
+        pipeline_backends,
+        report_json,
+        report_markdown,
+    )
     from hgdeploy.bench.report import write_json
 
     chosen_models = models or tuple(ZOO)
-    chosen_backends = backends or ("torch", "onnxruntime", "openvino")
+    chosen_backends = backends or pipeline_backends()
     with console.status("pipeline stages"):
-        report = measure(chosen_models, chosen_backends, repeats, seed)
+        report = measure(
+            chosen_models,
+            chosen_backends,
+            repeats,
+            seed,
+            Path(checkpoint) if checkpoint else None,
+        )
     markdown = report_markdown(report)
     console.print(markdown)
     output.mkdir(parents=True, exist_ok=True)
