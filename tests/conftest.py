@@ -15,9 +15,14 @@ from hgdeploy.models.loader import load_model
 GOLDEN_INPUT_SEED = 7  # the input seed used when tests/data/golden was recorded upstream
 
 
-@functools.cache
 def synthetic_model(name: str, seed: int = 0) -> nn.Module:
-    """`load_model(name)` with synthetic weights; cached because CornerNet alone takes ~10 s."""
+    """`load_model(name)` with synthetic weights; cached because CornerNet alone takes ~10 s
+    (one entry per (name, seed), however the caller spells the arguments)."""
+    return _synthetic_model(name, seed)
+
+
+@functools.cache
+def _synthetic_model(name: str, seed: int) -> nn.Module:
     torch.set_num_threads(max(1, torch.get_num_threads()))
     return load_model(name, seed=seed)
 

@@ -47,6 +47,9 @@ def _subsample(t: torch.Tensor) -> np.ndarray:
     return t[..., ::step, ::step].float().numpy()
 
 
+KERNEL_DRIFT = 2e-3  # of the output scale: see test_outputs_match_upstream_numerics
+
+
 @pytest.mark.parametrize("name", NAMES)
 def test_outputs_match_upstream_numerics(name: str) -> None:
     """Documented input size, batch 1: shapes as the zoo says, numbers as upstream computed."""
@@ -61,13 +64,15 @@ def test_outputs_match_upstream_numerics(name: str) -> None:
         assert tuple(golden[f"{out_spec.name}.shape"]) == tuple(out.shape)
         expected = golden[f"{out_spec.name}.sub"]
         scale = float(np.abs(expected).max())
-        # Same fp32 ops in the same order as upstream: differences are summation-order
-        # rounding only (~1e-6 of the output scale); a wrong layer gives O(scale) errors.
-        np.testing.assert_allclose(_subsample(out), expected, rtol=0, atol=1e-4 * scale)
+        # Same fp32 ops in the same order as upstream: the differences are the CPU's conv
+        # kernels' accumulation order. Exact on the AVX2 machine the goldens were recorded on,
+        # 3e-5 of the output scale on an AVX-512 one, 8e-4 on one CI machine (CornerNet's 200+
+        # layers of synthetic weights amplify it); a wrong layer gives O(scale) errors.
+        np.testing.assert_allclose(_subsample(out), expected, rtol=0, atol=KERNEL_DRIFT * scale)
         mean, std, absmax = golden[f"{out_spec.name}.stats"]
-        assert out.mean().item() == pytest.approx(mean, abs=1e-4 * scale)
-        assert out.std().item() == pytest.approx(std, rel=1e-4)
-        assert out.abs().max().item() == pytest.approx(absmax, rel=1e-4)
+        assert out.mean().item() == pytest.approx(mean, abs=KERNEL_DRIFT * scale)
+        assert out.std().item() == pytest.approx(std, rel=KERNEL_DRIFT)
+        assert out.abs().max().item() == pytest.approx(absmax, rel=KERNEL_DRIFT)
 
 
 def test_saccade_documented_test_batch() -> None:
