@@ -108,18 +108,14 @@ def squeeze_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> tuple[torch.
     return model, checkpoint
 
 
-def test_squeeze_pipeline_on_every_cpu_backend(
-    tmp_path: Path, photos_dir: Path, squeeze_checkpoint: tuple[torch.nn.Module, Path]
-) -> None:
-    """Weights that detect something (see `detector_test_weights`), saved as an upstream
-    checkpoint so every command loads them. The eager pipeline runs at the artifact's 511x511
-    (a fixed export pads each photo into it) so both see the same input."""
+def squeeze_reference(model: torch.nn.Module) -> list[dict]:
+    """The eager pipeline's COCO results at the artifacts' 511x511 (a fixed export pads each
+    photo into it), so eager and deployed networks see the same input."""
     from hgdeploy.base.zoo import get_spec
     from hgdeploy.pipelines.cornernet import CornerNetPipeline
     from hgdeploy.pipelines.network import Network
     from hgdeploy.runners.torch_runner import TorchRunner
 
-    model, checkpoint = squeeze_checkpoint
     spec = get_spec("squeeze")
     runner = TorchRunner(model, "image", spec.input_shape(1), spec.output_names)
     pipeline = CornerNetPipeline(
@@ -129,6 +125,16 @@ def test_squeeze_pipeline_on_every_cpu_backend(
     found = pipeline([pixels for _, pixels in photos])
     reference = [rec for (name, _), dets in zip(photos, found) for rec in dets.to_coco(name)]
     assert len(reference) >= 15, "the test weights must detect something"
+    return reference
+
+
+def test_squeeze_pipeline_on_every_cpu_backend(
+    tmp_path: Path, photos_dir: Path, squeeze_checkpoint: tuple[torch.nn.Module, Path]
+) -> None:
+    """Weights that detect something (see `detector_test_weights`), saved as an upstream
+    checkpoint so every command loads them."""
+    model, checkpoint = squeeze_checkpoint
+    reference = squeeze_reference(model)
     for backend, artifact in artifacts("squeeze", tmp_path, checkpoint, batch=1).items():
         deployed = predictions(
             ["predict", "--model", "squeeze", "--backend", backend, "--artifact", str(artifact),
@@ -155,3 +161,30 @@ def test_squeeze_at_upstream_native_size_on_onnxruntime(
     assert len(deployed) == len(eager)
     np.testing.assert_allclose(deployed.boxes, eager.boxes, atol=0.5)
     np.testing.assert_array_equal(deployed.classes, eager.classes)
+
+
+@pytest.mark.gpu
+@pytest.mark.tensorrt
+def test_squeeze_and_hrnet_pipelines_on_a_tensorrt_engine(
+    tmp_path: Path, photos_dir: Path, squeeze_checkpoint: tuple[torch.nn.Module, Path]
+) -> None:
+    """The same pipeline with an fp32 TensorRT engine as its network stage (plugin corner
+    pools), through `build` and `predict` as a user runs them: the eager pipeline's predictions
+    by the same criteria as the CPU backends."""
+    model, checkpoint = squeeze_checkpoint
+    for name, weights in (("squeeze", ["--checkpoint", str(checkpoint)]), ("hrnet", [])):
+        engine = tmp_path / f"{name}.engine"
+        invoke(["build", "--model", name, "--backend", "tensorrt", "--fp32", "--output",
+                str(engine), *weights])  # fmt: skip
+        args = ["predict", "--model", name, *weights, "--images", str(photos_dir)]
+        deployed = predictions(
+            [*args, "--backend", "tensorrt", "--artifact", str(engine)], tmp_path / name
+        )
+        if name == "hrnet":
+            eager = predictions(args, tmp_path / f"{name}_eager")
+            for ref, got in zip(eager, deployed):
+                ref_xy = np.reshape(ref["keypoints"], (-1, 3))[:, :2]
+                got_xy = np.reshape(got["keypoints"], (-1, 3))[:, :2]
+                np.testing.assert_allclose(got_xy, ref_xy, atol=1.0)
+        else:
+            assert matched_fraction(squeeze_reference(model), deployed) >= 0.9
