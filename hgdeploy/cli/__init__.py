@@ -14,6 +14,7 @@ import click
 
 from hgdeploy.cli.bench import bench_command
 from hgdeploy.cli.build import build_command
+from hgdeploy.cli.evaluate import evaluate_command
 from hgdeploy.cli.export import export_command
 from hgdeploy.cli.models import models_command
 from hgdeploy.cli.options import CliGroup
@@ -40,6 +41,7 @@ def _alias(command: click.Command, name: str) -> click.Command:
 for _command in (
     models_command,
     predict_command,
+    evaluate_command,
     export_command,
     parity_command,
     build_command,

@@ -1,0 +1,1 @@
+"""Task accuracy of deployments: labeled COCO-format sets, pycocotools metrics, `evaluate`."""

@@ -1,0 +1,209 @@
+"""`hgdeploy evaluate`: its numbers are pycocotools' numbers, perfect predictions score 1 and
+worse ones less, PCKh equals a brute-force count, and bad sets are refused in one line."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from conftest import use_cached_models
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
+
+from hgdeploy.base.errors import HgDeployError
+from hgdeploy.base.images import sample_images
+from hgdeploy.base.zoo import get_spec
+from hgdeploy.cli import main
+from hgdeploy.evaluation.labeled_set import load_labeled_set
+from hgdeploy.evaluation.metrics import coco_metrics, pckh
+
+PHOTOS = ("astronaut", "coffee")
+
+
+@pytest.fixture(autouse=True)
+def cached(monkeypatch: pytest.MonkeyPatch) -> None:
+    use_cached_models(monkeypatch)
+
+
+def run(args: list[str]) -> tuple[int, str]:
+    result = CliRunner().invoke(main, args)
+    return result.exit_code, result.output
+
+
+def coco_index(data: dict) -> COCO:
+    coco = COCO()
+    coco.dataset = json.loads(json.dumps(data))
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco.createIndex()
+    return coco
+
+
+def write_photos(directory: Path) -> list[dict]:
+    directory.mkdir(parents=True, exist_ok=True)
+    entries = []
+    for image_id, (name, pixels) in enumerate(sample_images(PHOTOS), start=1):
+        cv2.imwrite(str(directory / f"{name}.png"), np.ascontiguousarray(pixels[..., ::-1]))
+        height, width = pixels.shape[:2]
+        entries.append({"id": image_id, "file_name": f"{name}.png", "height": height,
+                        "width": width})  # fmt: skip
+    return entries
+
+
+def keypoint_set(images: list[dict], joints: int, seed: int = 0) -> dict:
+    """One person per photo, its box the whole photo, `joints` joints spread over it."""
+    rng = np.random.default_rng(seed)
+    annotations = []
+    for entry in images:
+        w, h = entry["width"], entry["height"]
+        xy = rng.uniform([0.1 * w, 0.1 * h], [0.9 * w, 0.9 * h], size=(joints, 2))
+        keypoints = np.concatenate([xy, np.full((joints, 1), 2.0)], axis=1)
+        annotations.append({"id": entry["id"], "image_id": entry["id"], "category_id": 1,
+                            "bbox": [0.0, 0.0, float(w), float(h)], "area": float(w * h),
+                            "iscrowd": 0, "num_keypoints": joints,
+                            "keypoints": [round(float(v), 2) for v in keypoints.reshape(-1)]})  # fmt: skip
+    return {"images": images, "annotations": annotations,
+            "categories": [{"id": 1, "name": "person"}]}  # fmt: skip
+
+
+def box_set(images: list[dict]) -> dict:
+    boxes = [[40.0, 60.0, 200.0, 150.0], [300.0, 20.0, 120.0, 240.0], [10.0, 10.0, 60.0, 60.0]]
+    annotations = []
+    for entry in images:
+        for k, box in enumerate(boxes):
+            annotations.append({"id": 10 * entry["id"] + k, "image_id": entry["id"],
+                                "category_id": (1, 3, 18)[k], "bbox": box,
+                                "area": box[2] * box[3], "iscrowd": 0})  # fmt: skip
+    categories = [{"id": i, "name": str(i)} for i in (1, 3, 18)]
+    return {"images": images, "annotations": annotations, "categories": categories}
+
+
+def as_results(data: dict, shift: float = 0.0) -> list[dict]:
+    """The ground truth as predictions, every coordinate moved by `shift` pixels."""
+    results = []
+    for ann in data["annotations"]:
+        record = {"image_id": ann["image_id"], "category_id": ann["category_id"], "score": 0.9}
+        if "keypoints" in ann:
+            kp = np.reshape(ann["keypoints"], (-1, 3)).copy()
+            kp[:, :2] += shift
+            record["keypoints"] = kp.reshape(-1).tolist()
+            record["person_box"] = ann["bbox"]
+        else:
+            x, y, w, h = ann["bbox"]
+            record["bbox"] = [x + shift, y + shift, w, h]
+        results.append(record)
+    return results
+
+
+@pytest.mark.parametrize("kind", ["bbox", "keypoints"])
+def test_perfect_predictions_score_one_and_shifted_ones_less(tmp_path: Path, kind: str) -> None:
+    images = write_photos(tmp_path / "images")
+    data = box_set(images) if kind == "bbox" else keypoint_set(images, 17)
+    coco = coco_index(data)
+    perfect = coco_metrics(coco, as_results(data), kind)["AP"]
+    shifts = (4.0, 12.0, 40.0) if kind == "bbox" else (12.0, 30.0, 80.0)  # OKS scales by area
+    shifted = [coco_metrics(coco, as_results(data, s), kind)["AP"] for s in shifts]
+    assert perfect == pytest.approx(1.0)
+    assert perfect > shifted[0] > shifted[1] > shifted[2]
+    assert coco_metrics(coco, [], kind)["AP"] == 0.0
+
+
+def test_pckh_equals_a_brute_force_count(tmp_path: Path) -> None:
+    images = write_photos(tmp_path / "images")
+    data = keypoint_set(images, 16, seed=3)
+    coco = coco_index(data)
+    results = as_results(data)
+    rng = np.random.default_rng(5)
+    expected_hits = total = 0
+    for record, ann in zip(results, data["annotations"]):
+        truth = np.reshape(ann["keypoints"], (-1, 3))[:, :2]
+        head = np.linalg.norm(truth[9] - truth[8])  # head top, upper neck (MPII order)
+        moved = truth + rng.normal(0, 0.4 * head, size=truth.shape)
+        record["keypoints"] = np.concatenate([moved, np.ones((16, 1))], 1).reshape(-1).tolist()
+        for j in range(16):
+            total += 1
+            expected_hits += bool(np.hypot(*(moved[j] - truth[j])) <= 0.5 * head)
+    assert pckh(coco, results)["PCKh"] == pytest.approx(expected_hits / total)
+    assert 0 < expected_hits < total  # the case tests both sides of the threshold
+
+
+def test_evaluate_ap_is_cocoevals_on_the_written_files(tmp_path: Path) -> None:
+    """hrnet on a 2-photo keypoint set: metrics.json's AP equals COCOeval run directly on
+    predictions.json; labels taken from the eager model's own output score AP 1."""
+    images = write_photos(tmp_path / "images")
+    data = keypoint_set(images, 17)
+    (tmp_path / "random.json").write_text(json.dumps(data))
+    code, output = run(["evaluate", "--model", "hrnet", "--annotations",
+                        str(tmp_path / "random.json"), "--images", str(tmp_path / "images"),
+                        "--output", str(tmp_path / "out")])  # fmt: skip
+    assert code == 0, output
+    predictions = json.loads((tmp_path / "out" / "predictions.json").read_text())
+    metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    gt = COCO(str(tmp_path / "random.json"))
+    direct = COCOeval(gt, gt.loadRes(predictions), "keypoints")
+    direct.evaluate()
+    direct.accumulate()
+    direct.summarize()
+    assert metrics["AP"] == pytest.approx(direct.stats[0], abs=1e-12)
+    assert metrics["runs"][0]["label"] == "torch-fp32"
+    # The eager model's own keypoints as the labels: a perfect score.
+    for ann, record in zip(data["annotations"], predictions):
+        ann["keypoints"] = [round(v, 2) for v in record["keypoints"]]
+        ann["keypoints"][2::3] = [2] * 17
+    (tmp_path / "own.json").write_text(json.dumps(data))
+    code, output = run(["evaluate", "--model", "hrnet", "--annotations",
+                        str(tmp_path / "own.json"), "--images", str(tmp_path / "images")])  # fmt: skip
+    assert code == 0, output
+    assert "1.0000" in output
+
+
+def one_line_error(code: int, output: str, words: str) -> None:
+    assert code == 1, output
+    assert output.strip().count("\n") == 0 and output.strip().startswith("error:"), output
+    assert words in output, output
+
+
+def test_bad_sets_are_refused_in_one_line(tmp_path: Path) -> None:
+    images = write_photos(tmp_path / "images")
+    cases = {
+        "not_coco.json": ({"foo": 1}, "is not COCO annotations"),
+        "missing.json": (
+            keypoint_set([*images, {**images[0], "id": 9, "file_name": "gone.png"}], 17),
+            "image gone.png listed in",
+        ),
+        "no_people.json": (box_set(images), "no person keypoint labels with 17 joints"),
+        "empty.json": ({"images": [], "annotations": [], "categories": []}, "lists no images"),
+        "mpii.json": (keypoint_set(images, 16), "(2 have another joint count)"),
+    }
+    for name, (data, words) in cases.items():
+        (tmp_path / name).write_text(json.dumps(data))
+        code, output = run(["evaluate", "--model", "hrnet", "--annotations", str(tmp_path / name),
+                            "--images", str(tmp_path / "images")])  # fmt: skip
+        one_line_error(code, output, words)
+    (tmp_path / "broken.json").write_text("{not json")
+    code, output = run(["evaluate", "--model", "hrnet", "--annotations",
+                        str(tmp_path / "broken.json"), "--images", str(tmp_path / "images")])  # fmt: skip
+    one_line_error(code, output, "corrupt annotations")
+    foreign = box_set(images)
+    for ann in foreign["annotations"]:
+        ann["category_id"] = 500  # no COCO category: nothing a detector of COCO's 80 can find
+    (tmp_path / "foreign.json").write_text(json.dumps(foreign))
+    code, output = run(["evaluate", "--model", "squeeze", "--annotations",
+                        str(tmp_path / "foreign.json"), "--images", str(tmp_path / "images")])  # fmt: skip
+    one_line_error(code, output, "no boxes of COCO's 80 categories")
+
+
+def test_the_set_keeps_every_labelled_person(tmp_path: Path) -> None:
+    images = write_photos(tmp_path / "images")
+    data = keypoint_set(images, 16)
+    data["annotations"].append({**data["annotations"][0], "id": 99, "num_keypoints": 0})
+    (tmp_path / "a.json").write_text(json.dumps(data))
+    labeled = load_labeled_set(tmp_path / "a.json", tmp_path / "images", get_spec("hourglass"))
+    assert len(labeled.person_boxes) == 2 and labeled.joints == 16
+    with pytest.raises(HgDeployError, match="not found"):
+        load_labeled_set(tmp_path / "nope.json", tmp_path / "images", get_spec("hourglass"))
