@@ -21,6 +21,7 @@ from hgdeploy.cli.options import CliGroup
 from hgdeploy.cli.parity import parity_command
 from hgdeploy.cli.plugins import plugins_command
 from hgdeploy.cli.predict import predict_command
+from hgdeploy.cli.standin import standin_command
 
 
 @click.group(cls=CliGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -42,6 +43,7 @@ for _command in (
     models_command,
     predict_command,
     evaluate_command,
+    standin_command,
     export_command,
     parity_command,
     build_command,

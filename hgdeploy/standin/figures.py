@@ -1,5 +1,6 @@
-"""The stick figures of the stand-in pose sets: a random upright pose, placed in the image and
-painted part by part with a label map that says which joints stay visible.
+"""The stick figures of the stand-in pose sets: a random upright pose, placed in the image,
+painted part by part (sometimes under a pasted patch) with a label map that says which joints
+stay visible, and its COCO keypoints.
 
 Also the two-layer `Painter` (colour image + label map) that the detection shapes share. Every
 random draw comes from the caller's generator in a fixed order, so a set rebuilt from its seed is

@@ -1,0 +1,92 @@
+"""`hgdeploy standin`: train a stand-in checkpoint on generated scenes and write its held-out set."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from hgdeploy.base.console import console
+from hgdeploy.base.errors import HgDeployError
+from hgdeploy.cli.options import force_option, model_option, seed_option
+
+POSE_MODELS = ("hrnet", "hourglass")
+
+
+@click.command("standin")
+@model_option
+@click.option(
+    "--output",
+    type=click.Path(dir_okay=False),
+    required=True,
+    help="The checkpoint to write, in the upstream format (every command's --checkpoint).",
+)
+@click.option(
+    "--val-dir",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Also write a held-out set here (images + annotations.json) for `hgdeploy evaluate`.",
+)
+@click.option("--val-count", type=click.IntRange(1), default=100, show_default=True)
+@click.option(
+    "--steps", type=click.IntRange(1), default=1400, show_default=True, help="Optimiser steps."
+)
+@click.option(
+    "--full-steps",
+    type=click.IntRange(0),
+    default=100,
+    show_default=True,
+    help="The last steps run at the zoo's input size (the rest at a reduced size).",
+)
+@click.option("--batch", type=click.IntRange(4), default=8, show_default=True)
+@force_option
+@seed_option
+def standin_command(
+    model_name: str,
+    output: str,
+    val_dir: str | None,
+    val_count: int,
+    steps: int,
+    full_steps: int,
+    batch: int,
+    force: bool,
+    seed: int,
+) -> None:
+    """Train MODEL from its synthetic initialisation on generated scenes over the bundled
+    photos (pose: stick figures on the model's own skeleton), deterministic from --seed, and
+    save it as an upstream checkpoint: a trained stand-in to judge fp16/int8 deployments with
+    `hgdeploy evaluate` when the released weights are out of reach."""
+    from rich.progress import Progress
+
+    from hgdeploy.base.outputs import check_output
+    from hgdeploy.standin.pose_training import (
+        TrainConfig,
+        held_out_set,
+        save_checkpoint,
+        train_pose,
+    )
+    from hgdeploy.standin.scenes import write_set
+
+    if model_name not in POSE_MODELS:
+        raise HgDeployError(
+            f"stand-ins are trained for {', '.join(POSE_MODELS)} so far; the corner-pool "
+            f"detectors ({model_name}) need the pools' backward first"
+        )
+    if full_steps > steps:
+        raise HgDeployError(f"--full-steps {full_steps} is more than --steps {steps}")
+    checkpoint = check_output(output, force=force)
+    if val_dir is not None and Path(val_dir).exists() and any(Path(val_dir).iterdir()):
+        raise HgDeployError(f"--val-dir {val_dir} exists and is not empty: choose another")
+    config = TrainConfig(steps=steps, batch=batch, full_steps=full_steps, seed=seed)
+    with Progress(console=console, transient=True) as progress:
+        task = progress.add_task(f"training {model_name}", total=steps)
+
+        def step(done: int, total: int, loss: float) -> None:
+            progress.update(task, completed=done, description=f"loss {loss:.5f}")
+
+        result = train_pose(model_name, config, progress=step)
+    written = save_checkpoint(result.model, model_name, checkpoint)
+    console.print(f"wrote {written} (final loss {result.losses[-1]:.5f})")
+    if val_dir is not None:
+        directory = write_set(held_out_set(model_name, val_count, seed=seed), Path(val_dir))
+        console.print(f"wrote {val_count} held-out images and annotations.json to {directory}")
