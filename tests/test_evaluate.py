@@ -150,6 +150,7 @@ def test_evaluate_ap_is_cocoevals_on_the_written_files(tmp_path: Path) -> None:
     direct.accumulate()
     direct.summarize()
     assert metrics["AP"] == pytest.approx(direct.stats[0], abs=1e-12)
+    assert (tmp_path / "out" / "metrics.png").is_file()
     assert metrics["runs"][0]["label"] == "torch-fp32"
     # The eager model's own keypoints as the labels: a perfect score.
     for ann, record in zip(data["annotations"], predictions):
@@ -207,3 +208,25 @@ def test_the_set_keeps_every_labelled_person(tmp_path: Path) -> None:
     assert len(labeled.person_boxes) == 2 and labeled.joints == 16
     with pytest.raises(HgDeployError, match="not found"):
         load_labeled_set(tmp_path / "nope.json", tmp_path / "images", get_spec("hourglass"))
+
+
+def test_every_run_is_written_with_its_ap_difference(tmp_path: Path) -> None:
+    """Eager + two deployments: predictions.json is the first deployment's, the others get
+    predictions.N.json, metrics.json lists every run with its AP delta, metrics.png draws them."""
+    from hgdeploy.evaluation.run import Evaluation, RunScore, _write
+
+    runs = [
+        RunScore(label, "x", None, {"AP": ap}, 1.0, [{"image_id": 1, "run": label}])
+        for label, ap in (("torch-fp32", 0.8), ("onnxruntime-int8:a.onnx", 0.75), ("b", 0.79))
+    ]
+    written = _write(Evaluation("hrnet", "a.json", "images", "AP", runs), tmp_path)
+    assert [p.name for p in written] == [
+        "predictions.json", "predictions.1.json", "predictions.2.json", "metrics.json",
+        "metrics.png",
+    ]  # fmt: skip
+    read = [json.loads(p.read_text())[0]["run"] for p in written[:3]]
+    assert read == ["onnxruntime-int8:a.onnx", "torch-fp32", "b"]
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["AP"] == 0.75 and metrics["label"] == "onnxruntime-int8:a.onnx"
+    assert [round(r["AP_delta"], 6) for r in metrics["runs"]] == [0.0, -0.05, -0.01]
+    assert (tmp_path / "metrics.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -163,6 +163,26 @@ def test_squeeze_at_upstream_native_size_on_onnxruntime(
     np.testing.assert_array_equal(deployed.classes, eager.classes)
 
 
+def test_saccade_pipeline_on_onnxruntime(tmp_path: Path) -> None:
+    """Saccade's two stages through a deployed network: the init-size batch and every zoomed
+    crop run on the dynamic-batch ONNX in calls of the artifact's batch; the crops taken and
+    the detections are the eager pipeline's."""
+    from hgdeploy.pipelines import build_pipeline
+
+    model = detector_test_weights(copy.deepcopy(synthetic_model("saccade")))
+    checkpoint = tmp_path / "saccade_test.pkl"
+    torch.save({f"module.{k}": v for k, v in model.state_dict().items()}, checkpoint)
+    onnx_path = tmp_path / "saccade.onnx"
+    invoke(["export", "--model", "saccade", "--dynamic-batch", "--checkpoint", str(checkpoint),
+            "--output", str(onnx_path)])  # fmt: skip
+    pixels = sample_images(["coffee"])[0][1]
+    eager = build_pipeline("saccade", checkpoint=checkpoint)([pixels])[0]
+    deployed = build_pipeline("saccade", artifact=onnx_path, checkpoint=checkpoint)([pixels])[0]
+    assert len(eager) > 0 and deployed.details["crops"] == eager.details["crops"]
+    reference, found = eager.to_coco("coffee"), deployed.to_coco("coffee")
+    assert matched_fraction(reference, found) >= 0.9
+
+
 @pytest.mark.gpu
 @pytest.mark.tensorrt
 def test_squeeze_and_hrnet_pipelines_on_a_tensorrt_engine(

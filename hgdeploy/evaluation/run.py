@@ -24,6 +24,7 @@ from hgdeploy.pipelines.factory import build_pipeline
 
 PREDICTIONS_FILE = "predictions.json"
 METRICS_FILE = "metrics.json"
+PLOT_FILE = "metrics.png"
 Progress = Callable[[str, int, int], None]  # (run label, done, total)
 
 
@@ -132,8 +133,9 @@ def _check_outputs(
 
 
 def _output_files(directory: Path, runs: int) -> list[Path]:
-    extra = [directory / f"predictions.{i}.json" for i in range(1, runs - 1)]
-    return [directory / PREDICTIONS_FILE, *extra, directory / METRICS_FILE]
+    """predictions.json, predictions.N.json for every further run, metrics.json, metrics.png."""
+    extra = [directory / f"predictions.{i}.json" for i in range(1, runs)]
+    return [directory / PREDICTIONS_FILE, *extra, directory / METRICS_FILE, directory / PLOT_FILE]
 
 
 def _score(
@@ -224,17 +226,24 @@ def _metrics(labeled: LabeledSet, results: list[dict]) -> dict[str, float]:
 def _write(evaluation: Evaluation, directory: Path) -> list[Path]:
     """predictions of every run and metrics.json, written together (a failure leaves the
     previous set)."""
+    from hgdeploy.evaluation.plot import metric_bars_png
+
     runs = [evaluation.primary()] + [r for r in evaluation.runs if r is not evaluation.primary()]
     paths = _output_files(directory, len(runs))
+    *prediction_paths, metrics_path, plot_path = paths
     with artifact_files(*paths) as pending:
-        for run, path in zip(runs, paths[:-1]):
+        for run, path in zip(runs, prediction_paths):
             pending.tmp(path).write_text(json.dumps(run.predictions))
-        pending.tmp(paths[-1]).write_text(json.dumps(evaluation.to_json(), indent=2))
+        pending.tmp(metrics_path).write_text(json.dumps(evaluation.to_json(), indent=2))
+        headline = [run.metrics.get(evaluation.metric, 0.0) for run in evaluation.runs]
+        title = f"{evaluation.model}: {evaluation.metric} on {Path(evaluation.annotations).name}"
+        plot = metric_bars_png(title, [r.label for r in evaluation.runs], headline)
+        pending.tmp(plot_path).write_bytes(plot)
         pending.describe(
             {
                 "kind": "evaluation",
                 "model": evaluation.model,
-                "predictions": {p.name: r.label for p, r in zip(paths, runs)},
+                "predictions": {p.name: r.label for p, r in zip(prediction_paths, runs)},
             }
         )
     return paths
