@@ -150,3 +150,17 @@ def test_bad_arguments_are_one_line_errors() -> None:
         detection_set(1, 0, classes=9)
     with pytest.raises(HgDeployError, match="too small"):
         detection_set(1, 0, size=(16, 16))
+
+
+def test_figures_face_the_camera_so_left_and_right_follow_from_geometry() -> None:
+    """The person's left shoulder and hip are on the image's right, mirrored poses included:
+    what upstream's flip test and flip augmentation assume of real people (a mirror image is
+    a person with left and right renamed)."""
+
+    for skeleton, pairs in (("coco", ((5, 6), (11, 12))), ("mpii", ((13, 12), (3, 2)))):
+        annotations = pose_set(40, 3, skeleton).coco["annotations"]
+        for ann in annotations:
+            joints = np.reshape(ann["keypoints"], (-1, 3))
+            for left, right in pairs:
+                if joints[left, 2] > 0 and joints[right, 2] > 0:
+                    assert joints[left, 0] > joints[right, 0], (skeleton, ann["id"])

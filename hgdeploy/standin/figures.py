@@ -71,8 +71,8 @@ def jitter(rng: np.random.Generator, colour: tuple, amount: int) -> tuple:
     return tuple(int(v) for v in shifted)
 
 
-# The stick figure in body heights, y down, pelvis at the origin, facing the camera (+x is the
-# person's left). Left parts are warm and right parts cool, so a mirrored figure stays readable.
+# The stick figure in body heights, y down, pelvis at the origin, always facing the camera (+x is
+# the person's left). Left parts are warm and right parts cool.
 _LIMB_LENGTHS = {"arm": (0.17, 0.15), "leg": (0.245, 0.245)}
 _LIMB_WIDTHS = {"arm": (0.05, 0.04), "leg": (0.065, 0.05)}
 _LIMB_JOINTS = {"arm": ("shoulder", "elbow", "wrist"), "leg": ("hip", "knee", "ankle")}
@@ -96,8 +96,8 @@ _FACE = (("nose", 0, -0.43), ("left_eye", 30, -0.455), ("right_eye", -30, -0.455
 
 
 def random_figure(rng: np.random.Generator) -> tuple[dict[str, np.ndarray], set[str]]:
-    """Joints of a random upright pose (mirrored and tilted at random), in body heights, and the
-    face points turned away from the camera."""
+    """Joints of a random upright pose facing the camera (mirrored and tilted at random), in
+    body heights, and the face points turned away from the camera."""
     shoulder, hip = rng.uniform(0.10, 0.13), rng.uniform(0.06, 0.08)
     upper = {"thorax": (0, -0.30), "neck": (0, -0.375), "head_centre": (0, -0.45),
              "head_top": (0, -0.525), "left_shoulder": (shoulder, -0.33),
@@ -126,10 +126,22 @@ def random_figure(rng: np.random.Generator) -> tuple[dict[str, np.ndarray], set[
             turn = rng.uniform(0, bend) * (1 if rng.random() < 0.5 else -1)
             direction = rotate(direction[None], turn)[0]
             joints[f"{side}_{end}"] = joints[f"{side}_{middle}"] + direction * lengths[1]
-    points = np.array(list(joints.values()))
+    points, names = np.array(list(joints.values())), list(joints)
     if rng.random() < 0.5:
+        # A mirrored pose, still facing the camera: its left joints are the ones now on +x.
+        # (Mirroring without renaming would put the person's left on the image's left, which
+        # no flip-tested pose model can tell from a mirror image: upstream's flip test and
+        # flip augmentation assume left/right follow from geometry, as for real people.)
         points[:, 0] *= -1
-    return dict(zip(joints, rotate(points, rng.uniform(-10, 10)), strict=True)), hidden
+        names, hidden = [_other_side(n) for n in names], {_other_side(n) for n in hidden}
+    return dict(zip(names, rotate(points, rng.uniform(-10, 10)), strict=True)), hidden
+
+
+def _other_side(name: str) -> str:
+    for side, other in (("left_", "right_"), ("right_", "left_")):
+        if name.startswith(side):
+            return other + name[len(side) :]
+    return name
 
 
 def place_figure(rng: np.random.Generator, joints: dict, size: tuple[int, int]) -> float:
