@@ -10,7 +10,9 @@ from hgdeploy.cli.options import (
     backend_option,
     checkpoint_option,
     force_option,
+    images_dir_option,
     model_option,
+    output_dir_option,
     path_or_none,
     seed_option,
 )
@@ -24,13 +26,7 @@ from hgdeploy.cli.options import (
     required=True,
     help="COCO-format annotations JSON (instances for detectors, person keypoints for pose).",
 )
-@click.option(
-    "--images",
-    "images_dir",
-    type=click.Path(file_okay=False),
-    required=True,
-    help="The directory holding the annotations' image files.",
-)
+@images_dir_option("The directory holding the annotations' image files.", required=True)
 @click.option(
     "--artifact",
     "artifacts",
@@ -39,11 +35,9 @@ from hgdeploy.cli.options import (
 )
 @backend_option(None, "Backend that runs every --artifact (default: from each file's suffix).")
 @checkpoint_option
-@click.option(
-    "--output",
-    type=click.Path(file_okay=False),
-    default=None,
-    help="Directory for predictions.json, one predictions.N.json per other run, metrics.json.",
+@output_dir_option(
+    "Directory for predictions.json, one predictions.N.json per other run, metrics.json and "
+    "metrics.png."
 )
 @force_option
 @seed_option

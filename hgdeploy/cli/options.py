@@ -203,6 +203,23 @@ force_option = click.option(
 )
 
 
+def output_dir_option(help: str) -> Callable[[F], F]:
+    """`--output DIR` of the commands that write a set of files into one directory."""
+    return click.option("--output", type=click.Path(file_okay=False), default=None, help=help)
+
+
+def images_dir_option(help: str, *, required: bool = False) -> Callable[[F], F]:
+    """`--images DIR` (the parameter `images_dir`): a directory of image files."""
+    return click.option(
+        "--images",
+        "images_dir",
+        type=click.Path(file_okay=False),
+        default=None,
+        required=required,
+        help=help,
+    )
+
+
 # --- int8 calibration -------------------------------------------------------------------------
 
 calibration_options = compose(

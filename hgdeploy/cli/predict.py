@@ -11,7 +11,9 @@ from hgdeploy.cli.options import (
     backend_option,
     checkpoint_option,
     force_option,
+    images_dir_option,
     model_option,
+    output_dir_option,
     path_or_none,
     seed_option,
 )
@@ -36,22 +38,11 @@ def _parse_box(value: str | None) -> tuple[float, float, float, float] | None:
 @click.option("--artifact", default=None, help="The exported/built file the backend runs.")
 @checkpoint_option
 @click.option("--image", type=click.Path(dir_okay=False), default=None, help="One image file.")
-@click.option(
-    "--images",
-    "images_dir",
-    type=click.Path(file_okay=False),
-    default=None,
-    help="A directory of images, run in batches of the artifact's batch size.",
-)
+@images_dir_option("A directory of images, run in batches of the artifact's batch size.")
 @click.option(
     "--box", default=None, help="Pose models: the person box x,y,w,h (default: the whole image)."
 )
-@click.option(
-    "--output",
-    type=click.Path(file_okay=False),
-    default=None,
-    help="Directory for predictions.json (COCO results) and one PNG per image.",
-)
+@output_dir_option("Directory for predictions.json (COCO results) and one PNG per image.")
 @force_option
 @seed_option
 @click.option("--top", type=int, default=5, show_default=True, help="Detections/joints to print.")
