@@ -70,3 +70,21 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         if os.environ.get("HGDEPLOY_REQUIRE_GPU") == "1":
             raise pytest.UsageError(f"HGDEPLOY_REQUIRE_GPU=1 but {item.nodeid} {reason}")
         item.add_marker(pytest.mark.skip(reason=reason))
+
+
+def run_cli(args: list[str]) -> tuple[int, str]:
+    """`hgdeploy ARGS` in-process: (exit code, everything it printed)."""
+    from click.testing import CliRunner
+
+    from hgdeploy.cli import main
+
+    result = CliRunner().invoke(main, args)
+    return result.exit_code, result.output
+
+
+def one_line_error(code: int, output: str, words: str) -> None:
+    """A refusal as users must see it: exit 1, one `error:` line naming `words`, no traceback."""
+    assert code == 1, output
+    assert output.strip().count("\n") == 0 and output.strip().startswith("error:"), output
+    assert words in output, output
+    assert "Traceback" not in output

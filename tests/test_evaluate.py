@@ -11,15 +11,14 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from click.testing import CliRunner
-from conftest import use_cached_models
+from conftest import one_line_error, use_cached_models
+from conftest import run_cli as run
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 from hgdeploy.base.errors import HgDeployError
 from hgdeploy.base.images import sample_images
 from hgdeploy.base.zoo import get_spec
-from hgdeploy.cli import main
 from hgdeploy.evaluation.labeled_set import load_labeled_set
 from hgdeploy.evaluation.metrics import coco_metrics, pckh
 
@@ -29,11 +28,6 @@ PHOTOS = ("astronaut", "coffee")
 @pytest.fixture(autouse=True)
 def cached(monkeypatch: pytest.MonkeyPatch) -> None:
     use_cached_models(monkeypatch)
-
-
-def run(args: list[str]) -> tuple[int, str]:
-    result = CliRunner().invoke(main, args)
-    return result.exit_code, result.output
 
 
 def coco_index(data: dict) -> COCO:
@@ -163,12 +157,6 @@ def test_evaluate_ap_is_cocoevals_on_the_written_files(tmp_path: Path) -> None:
     assert "1.0000" in output
 
 
-def one_line_error(code: int, output: str, words: str) -> None:
-    assert code == 1, output
-    assert output.strip().count("\n") == 0 and output.strip().startswith("error:"), output
-    assert words in output, output
-
-
 def test_bad_sets_are_refused_in_one_line(tmp_path: Path) -> None:
     images = write_photos(tmp_path / "images")
     cases = {
@@ -190,6 +178,11 @@ def test_bad_sets_are_refused_in_one_line(tmp_path: Path) -> None:
     code, output = run(["evaluate", "--model", "hrnet", "--annotations",
                         str(tmp_path / "broken.json"), "--images", str(tmp_path / "images")])  # fmt: skip
     one_line_error(code, output, "corrupt annotations")
+    (tmp_path / "good.json").write_text(json.dumps(keypoint_set(images, 17)))
+    code, output = run(["evaluate", "--model", "hrnet", "--annotations",
+                        str(tmp_path / "good.json"), "--images", str(tmp_path / "images"),
+                        "--artifact", str(tmp_path / "typo.onnx")])  # fmt: skip
+    one_line_error(code, output, "artifact not found")  # before the eager run, not after it
     foreign = box_set(images)
     for ann in foreign["annotations"]:
         ann["category_id"] = 500  # no COCO category: nothing a detector of COCO's 80 can find

@@ -9,30 +9,17 @@ import cv2
 import numpy as np
 import onnx
 import pytest
-from click.testing import CliRunner
-from conftest import use_cached_models
+from conftest import one_line_error, use_cached_models
+from conftest import run_cli as run
 from onnx import TensorProto, helper
 
 from hgdeploy.base.images import sample_images
 from hgdeploy.base.onnx_files import METADATA_MODEL_KEY
-from hgdeploy.cli import main
 
 
 @pytest.fixture(autouse=True)
 def cached(monkeypatch: pytest.MonkeyPatch) -> None:
     use_cached_models(monkeypatch)
-
-
-def run(args: list[str]) -> tuple[int, str]:
-    result = CliRunner().invoke(main, args)
-    return result.exit_code, result.output
-
-
-def one_line_error(code: int, output: str, words: str) -> None:
-    assert code == 1, output
-    assert output.strip().count("\n") == 0 and output.strip().startswith("error:"), output
-    assert words in output, output
-    assert "Traceback" not in output
 
 
 def test_predictions_json_and_drawing_in_image_pixels(tmp_path: Path) -> None:

@@ -10,8 +10,6 @@ from hgdeploy.base.console import console
 from hgdeploy.base.errors import HgDeployError
 from hgdeploy.cli.options import force_option, model_option, seed_option
 
-POSE_MODELS = ("hrnet", "hourglass")
-
 
 @click.command("standin")
 @model_option
@@ -60,23 +58,24 @@ def standin_command(
 
     from hgdeploy.base.outputs import check_output
     from hgdeploy.standin.pose_training import (
+        STANDIN_MODELS,
         TrainConfig,
         held_out_set,
         save_checkpoint,
         train_pose,
     )
-    from hgdeploy.standin.scenes import write_set
+    from hgdeploy.standin.scenes import check_empty_directory, write_set
 
-    if model_name not in POSE_MODELS:
+    if model_name not in STANDIN_MODELS:
         raise HgDeployError(
-            f"stand-ins are trained for {', '.join(POSE_MODELS)} so far; the corner-pool "
+            f"stand-ins are trained for {', '.join(STANDIN_MODELS)} so far; the corner-pool "
             f"detectors ({model_name}) need the pools' backward first"
         )
     if full_steps > steps:
         raise HgDeployError(f"--full-steps {full_steps} is more than --steps {steps}")
     checkpoint = check_output(output, force=force)
-    if val_dir is not None and Path(val_dir).exists() and any(Path(val_dir).iterdir()):
-        raise HgDeployError(f"--val-dir {val_dir} exists and is not empty: choose another")
+    if val_dir is not None:
+        check_empty_directory(val_dir)
     config = TrainConfig(steps=steps, batch=batch, full_steps=full_steps, seed=seed)
     with Progress(console=console, transient=True) as progress:
         task = progress.add_task(f"training {model_name}", total=steps)

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from hgdeploy.base.artifacts import artifact_files, read_sidecar
+from hgdeploy.base.errors import HgDeployError
 from hgdeploy.base.images import read_image
 from hgdeploy.base.outputs import check_output
 from hgdeploy.base.zoo import ModelSpec, get_spec
@@ -37,7 +38,9 @@ class Deployment:
 
     def label(self) -> str:
         if self.artifact is None:
-            return "torch-fp32"
+            from hgdeploy.backends.registry import reference_backend
+
+            return f"{reference_backend().name}-fp32"
         record = read_sidecar(self.artifact) or {}
         precision = record.get("precision", "fp32")
         return f"{self.backend or _suffix_backend(self.artifact)}-{precision}:{self.artifact.name}"
@@ -100,6 +103,9 @@ def evaluate(
     predictions.json (the primary run's), one predictions.<n>.json per other run, metrics.json."""
     spec = get_spec(name)
     labeled = load_labeled_set(annotations, images_dir, spec)
+    for deployment in deployments:  # before the eager run: a typo must not cost a whole set
+        if deployment.artifact is not None and not deployment.artifact.exists():
+            raise HgDeployError(f"artifact not found: {deployment.artifact}")
     out_dir = _check_outputs(output, annotations, images_dir, deployments, checkpoint, force)
     runs = []
     for deployment in (Deployment(), *deployments):

@@ -60,6 +60,9 @@ _TASKS = {
 }
 
 
+STANDIN_MODELS: tuple[str, ...] = tuple(_TASKS)  # the zoo models a stand-in can be trained for
+
+
 def _task(name: str) -> _Task:
     """`name`'s task, or a one-line error naming the models that have one."""
     if name not in _TASKS:

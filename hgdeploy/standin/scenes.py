@@ -269,12 +269,19 @@ def pose_set(count: int, seed: int, skeleton: str, size: tuple[int, int] = (256,
     return SceneSet(images, coco)
 
 
-def write_set(scene_set: SceneSet, directory: Path) -> Path:
-    """Write `<id:06d>.png` images and annotations.json into `directory` as one unit: built in a
-    temporary sibling and renamed into place, so a failure leaves nothing half-written."""
+def check_empty_directory(directory: str | Path) -> Path:
+    """`directory` if a set can be written there (absent or empty), else a one-line error;
+    callers check it before hours of work, `write_set` again before writing."""
     directory = Path(directory)
     if directory.exists() and (not directory.is_dir() or any(directory.iterdir())):
         raise HgDeployError(f"{directory} exists and is not an empty directory: choose another")
+    return directory
+
+
+def write_set(scene_set: SceneSet, directory: Path) -> Path:
+    """Write `<id:06d>.png` images and annotations.json into `directory` as one unit: built in a
+    temporary sibling and renamed into place, so a failure leaves nothing half-written."""
+    directory = check_empty_directory(directory)
     entries = scene_set.coco["images"]
     if len(entries) != len(scene_set.images):
         raise HgDeployError(f"{len(scene_set.images)} images but {len(entries)} COCO entries")
