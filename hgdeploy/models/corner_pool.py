@@ -10,12 +10,17 @@ Upstream (`_cpools`) semantics, for NCHW input:
 Each pool is registered as a ``torch.library`` custom op (``hgdeploy::top_pool`` ...) so that
 the exporter sees one opaque node per pool and can map it to a TensorRT plugin op. The eager
 implementation is a cumulative max, which is exact (max never rounds).
+
+The backward (for training stand-ins) is upstream's: each output's gradient goes to the one
+input element its running max came from; on ties that is the element met first in scan order
+(upstream's C++ backward updates the arg-max only on a strict `>`), not torch.cummax's latest.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -53,6 +58,31 @@ def corner_pool_reference(x: Tensor, direction: PoolDirection) -> Tensor:
     return x.cummax(direction.axis).values
 
 
+def running_argmax(x: Tensor, direction: PoolDirection) -> Tensor:
+    """For every output element, the index along the pool's axis of the input element its max
+    came from: the first one in scan order that reached the running max (upstream's tie rule)."""
+    axis, length = direction.axis, x.shape[direction.axis]
+    scan = x.flip(axis) if direction.reverse else x
+    running = scan.cummax(axis).values
+    rises = torch.ones_like(scan, dtype=torch.bool)  # where the running max grows (strictly)
+    rises.narrow(axis, 1, length - 1).copy_(
+        running.narrow(axis, 1, length - 1) > running.narrow(axis, 0, length - 1)
+    )
+    shape = [length if dim == axis else 1 for dim in range(x.dim())]
+    positions = torch.arange(length, device=x.device).view(shape)
+    source = torch.where(rises, positions, 0).cummax(axis).values  # scan positions
+    if direction.reverse:
+        return (length - 1 - source).flip(axis)
+    return source
+
+
+def corner_pool_backward(x: Tensor, grad_output: Tensor, direction: PoolDirection) -> Tensor:
+    """d(loss)/dx: each output's gradient added onto its running arg-max element."""
+    return torch.zeros_like(grad_output).scatter_add_(
+        direction.axis, running_argmax(x, direction), grad_output
+    )
+
+
 def _register(direction: PoolDirection) -> Callable[[Tensor], Tensor]:
     qualified = f"{OP_NAMESPACE}::{direction.op_name}"
 
@@ -66,6 +96,14 @@ def _register(direction: PoolDirection) -> Callable[[Tensor], Tensor]:
     def _fake(x: Tensor) -> Tensor:
         return torch.empty_like(x)
 
+    def _save_input(ctx: Any, inputs: tuple[Tensor], output: Tensor) -> None:
+        ctx.save_for_backward(inputs[0])
+
+    def _backward(ctx: Any, grad_output: Tensor) -> Tensor:
+        (x,) = ctx.saved_tensors
+        return corner_pool_backward(x, grad_output, direction)
+
+    op.register_autograd(_backward, setup_context=_save_input)
     return op
 
 
