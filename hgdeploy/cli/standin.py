@@ -34,7 +34,8 @@ from hgdeploy.cli.options import force_option, model_option, seed_option
     type=click.IntRange(0),
     default=100,
     show_default=True,
-    help="The last steps run at the zoo's input size (the rest at a reduced size).",
+    help="Pose models: the last steps run at the zoo's input size (the rest at a reduced "
+    "size). Detectors train at 255x255 throughout.",
 )
 @click.option("--batch", type=click.IntRange(4), default=8, show_default=True)
 @force_option
@@ -51,41 +52,32 @@ def standin_command(
     seed: int,
 ) -> None:
     """Train MODEL from its synthetic initialisation on generated scenes over the bundled
-    photos (pose: stick figures on the model's own skeleton), deterministic from --seed, and
+    photos (pose: stick figures on the model's own skeleton; detectors: shapes of 4 classes),
+    deterministic from --seed, and
     save it as an upstream checkpoint: a trained stand-in to judge fp16/int8 deployments with
     `hgdeploy evaluate` when the released weights are out of reach."""
     from rich.progress import Progress
 
     from hgdeploy.base.outputs import check_output
-    from hgdeploy.standin.pose_training import (
-        STANDIN_MODELS,
-        TrainConfig,
-        held_out_set,
-        save_checkpoint,
-        train_pose,
-    )
+    from hgdeploy.standin.registry import RunSettings, get_standin
     from hgdeploy.standin.scenes import check_empty_directory, write_set
 
-    if model_name not in STANDIN_MODELS:
-        raise HgDeployError(
-            f"stand-ins are trained for {', '.join(STANDIN_MODELS)} so far; the corner-pool "
-            f"detectors ({model_name}) need the pools' backward first"
-        )
+    standin = get_standin(model_name)
     if full_steps > steps:
         raise HgDeployError(f"--full-steps {full_steps} is more than --steps {steps}")
     checkpoint = check_output(output, force=force)
     if val_dir is not None:
         check_empty_directory(val_dir)
-    config = TrainConfig(steps=steps, batch=batch, full_steps=full_steps, seed=seed)
+    settings = RunSettings(steps=steps, full_steps=full_steps, batch=batch, seed=seed)
     with Progress(console=console, transient=True) as progress:
         task = progress.add_task(f"training {model_name}", total=steps)
 
         def step(done: int, total: int, loss: float) -> None:
             progress.update(task, completed=done, description=f"loss {loss:.5f}")
 
-        result = train_pose(model_name, config, progress=step)
-    written = save_checkpoint(result.model, model_name, checkpoint)
+        result = standin.train(settings, step)
+    written = standin.save(result.model, checkpoint)
     console.print(f"wrote {written} (final loss {result.losses[-1]:.5f})")
     if val_dir is not None:
-        directory = write_set(held_out_set(model_name, val_count, seed=seed), Path(val_dir))
+        directory = write_set(standin.held_out(val_count, seed), Path(val_dir))
         console.print(f"wrote {val_count} held-out images and annotations.json to {directory}")

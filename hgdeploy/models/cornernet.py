@@ -3,7 +3,8 @@
 In deployment mode `forward(image)` returns the *last* stack's raw heads (tl_heat, br_heat,
 tl_tag, br_tag, tl_off, br_off) and, for Saccade, the last stack's three sigmoid attention maps:
 exactly the tensors upstream's test mode feeds into its decoder. `detect` adds that decoder.
-Earlier stacks only matter for training losses, so their heads are not evaluated.
+Earlier stacks only matter for training losses, so their heads are evaluated only by
+`every_stack` (upstream's `_train`), which training stand-ins use.
 """
 
 from __future__ import annotations
@@ -60,21 +61,30 @@ class CornerNetHeads(nn.Module):
         self.tl_offs = nn.ModuleList([_prediction_head(2, head_kernel) for _ in range(stacks)])
         self.br_offs = nn.ModuleList([_prediction_head(2, head_kernel) for _ in range(stacks)])
 
-    def _last_stack_heads(self, feature: Tensor) -> tuple[Tensor, ...]:
-        tl = self.tl_modules[-1](feature)
-        br = self.br_modules[-1](feature)
+    def _stack_heads(self, stack: int, feature: Tensor) -> tuple[Tensor, ...]:
+        tl = self.tl_modules[stack](feature)
+        br = self.br_modules[stack](feature)
         return (
-            self.tl_heats[-1](tl),
-            self.br_heats[-1](br),
-            self.tl_tags[-1](tl),
-            self.br_tags[-1](br),
-            self.tl_offs[-1](tl),
-            self.br_offs[-1](br),
+            self.tl_heats[stack](tl),
+            self.br_heats[stack](br),
+            self.tl_tags[stack](tl),
+            self.br_tags[stack](br),
+            self.tl_offs[stack](tl),
+            self.br_offs[stack](br),
         )
+
+    def _last_stack_heads(self, feature: Tensor) -> tuple[Tensor, ...]:
+        return self._stack_heads(-1, feature)
 
     def forward(self, image: Tensor) -> tuple[Tensor, ...]:
         features, _ = self.hg(image)
         return self._last_stack_heads(features[-1])
+
+    def every_stack(self, image: Tensor) -> list[tuple[Tensor, ...]]:
+        """Each stack's six raw heads, first stack first (upstream `_train`): the training
+        losses supervise every stack, deployment only reads the last."""
+        features, _ = self.hg(image)
+        return [self._stack_heads(stack, feature) for stack, feature in enumerate(features)]
 
     @torch.no_grad()
     def detect(self, image: Tensor, settings: DecodeSettings) -> Tensor:

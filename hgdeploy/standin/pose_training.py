@@ -12,8 +12,7 @@ HRNet's training metric, heatmap peaks within 5% of the map size, on 64 held-out
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
@@ -21,19 +20,27 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from hgdeploy.base.artifacts import atomic_path
 from hgdeploy.base.errors import HgDeployError
 from hgdeploy.base.zoo import IMAGENET_MEAN_RGB, IMAGENET_STD_RGB, get_spec
-from hgdeploy.models.checkpoints import check_compatible, read_state_dict
 from hgdeploy.models.loader import load_model
 from hgdeploy.pipelines.categories import COCO_FLIP_PAIRS, MPII_FLIPPED_PARTS
 from hgdeploy.pipelines.hourglass import crop, crop_transform
 from hgdeploy.pipelines.hrnet import affine_transform
 from hgdeploy.pipelines.pose_boxes import hourglass_centre_scale, hrnet_centre_scale
 from hgdeploy.standin.scenes import SceneSet, pose_set
+from hgdeploy.standin.training import (
+    TRAINING_SEEDS,
+    Progress,
+    TrainResult,
+    check_held_out_seed,
+    cosine,
+    detached_state,
+    training_seed,
+    write_checkpoint,
+)
 
-TRAINING_SEEDS = 1_000_000  # scene seeds below this are held out; training's lie above
-_SEEDS_PER_RUN = 10_000_000  # each run seed owns this many step seeds
+__all__ = ["TRAINING_SEEDS", "Progress", "TrainResult", "training_seed"]  # re-exported
+
 SCALE_RANGE = (0.75, 1.25)  # the crop box is this many times the person box's (upstream)
 ROTATION = 30.0  # degrees either way, on ROTATION_SHARE of the samples (HRNet's 0.6)
 ROTATION_SHARE = 0.6
@@ -187,20 +194,12 @@ def scene_batch(
     return inputs, targets, weights
 
 
-def training_seed(run_seed: int, step: int) -> int:
-    """The scene seed of `step` of run `run_seed`: never a held-out seed, never another run's."""
-    if not 0 <= step < _SEEDS_PER_RUN or run_seed < 0:
-        raise HgDeployError(f"need run seed >= 0 and 0 <= step < {_SEEDS_PER_RUN}")
-    return TRAINING_SEEDS + run_seed * _SEEDS_PER_RUN + step
-
-
 def held_out_set(
     name: str, count: int, seed: int = 0, size: tuple[int, int] | None = None
 ) -> SceneSet:
     """A validation set for `name`'s skeleton (size default: the zoo input size) from a seed
     that no training step uses."""
-    if not 0 <= seed < TRAINING_SEEDS:
-        raise HgDeployError(f"held-out seeds are 0..{TRAINING_SEEDS - 1} (got {seed})")
+    check_held_out_seed(seed)
     return pose_set(count, seed, _task(name).skeleton, size or get_spec(name).input_hw)
 
 
@@ -232,15 +231,6 @@ class TrainConfig:
     augment: bool = True
 
 
-Progress = Callable[[int, int, float], None]  # (steps done, steps in all, this step's loss)
-
-
-@dataclass
-class TrainResult:
-    model: nn.Module  # in eval mode
-    losses: list[float] = field(default_factory=list)  # one per step
-
-
 def learning_rate(config: TrainConfig, step: int) -> float:
     """A cosine from lr to 0 over the reduced-size steps; the full-size phase after them
     starts another from full_lr. It must move the weights, not only BN statistics: 15 HRNet
@@ -248,12 +238,8 @@ def learning_rate(config: TrainConfig, step: int) -> float:
     to 0.11."""
     reduced = config.steps - config.full_steps
     if step >= reduced > 0:
-        return config.full_lr * _cosine((step - reduced) / config.full_steps)
-    return config.lr * _cosine(step / (reduced or config.steps))
-
-
-def _cosine(done: float) -> float:
-    return 0.5 * (1 + math.cos(math.pi * min(1.0, done)))
+        return config.full_lr * cosine((step - reduced) / config.full_steps)
+    return config.lr * cosine(step / (reduced or config.steps))
 
 
 def train_pose(
@@ -320,10 +306,6 @@ def save_checkpoint(model: nn.Module, name: str, path: str | Path) -> Path:
     path = Path(path)
     if path.is_dir():
         path = path / CHECKPOINT_FILES[name]
-    state = {key: value.detach().cpu().clone() for key, value in model.state_dict().items()}
+    state = detached_state(model)
     hourglass = {"state_dict": {f"model.module.{k}": v for k, v in state.items()}}
-    saved = hourglass if name == "hourglass" else state
-    with atomic_path(path) as tmp:
-        torch.save(saved, tmp)
-        check_compatible(model, read_state_dict(tmp), f"checkpoint {path}")
-    return path
+    return write_checkpoint(model, hourglass if name == "hourglass" else state, path)

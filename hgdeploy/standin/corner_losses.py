@@ -1,0 +1,75 @@
+"""CornerNet's training loss (CornerNet-Lite `py_utils/losses.py` `CornerNet_Loss`), for
+detector stand-ins: per stack, the heatmaps' focal loss, the tags' pull/push (associative
+embedding) loss and the offsets' smooth-L1 loss, summed and divided by the stack count."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+
+from hgdeploy.standin.corner_targets import CornerTargets
+
+PROBABILITY_CLAMP = 1e-4  # upstream's _sigmoid keeps log() finite
+EPS = 1e-4  # upstream's guard in every division by an object count
+
+
+def focal_loss(logits: Tensor, truth: Tensor) -> Tensor:
+    """CornerNet's variant of the focal loss (alpha 2, beta 4): positives are truth == 1,
+    negatives are down-weighted by (1 - truth)^4 near a bump; normalised by the positives."""
+    p = torch.sigmoid(logits).clamp(PROBABILITY_CLAMP, 1 - PROBABILITY_CLAMP)
+    positive = truth.eq(1)
+    negative_weight = torch.pow(1 - truth, 4) * truth.lt(1)
+    positive_loss = (torch.log(p) * torch.pow(1 - p, 2))[positive].sum()
+    negative_loss = (torch.log(1 - p) * torch.pow(p, 2) * negative_weight).sum()
+    count = positive.sum()
+    if count == 0:
+        return -negative_loss
+    return -(positive_loss + negative_loss) / count
+
+
+def gather_at(maps: Tensor, index: Tensor) -> Tensor:
+    """(B, C, H, W) maps read at flat cells index (B, M): (B, M, C)."""
+    batch, channels = maps.shape[:2]
+    flat = maps.reshape(batch, channels, -1).permute(0, 2, 1)
+    return flat.gather(1, index.unsqueeze(2).expand(-1, -1, channels))
+
+
+def pull_push_loss(tl_tag: Tensor, br_tag: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
+    """Associative embedding: pull an object's two corner tags to their mean, push different
+    objects' means at least 1 apart. Tags are (B, M), mask (B, M) bool. Upstream's sums,
+    including its i == j push terms (a constant that carries no gradient)."""
+    count = mask.sum(dim=1, keepdim=True).float()
+    mean = (tl_tag + br_tag) / 2
+    pull = ((tl_tag - mean).pow(2) + (br_tag - mean).pow(2)) / (count + EPS)
+    pull = pull[mask].sum()
+    pairs = mask.unsqueeze(1) & mask.unsqueeze(2)
+    count = count.unsqueeze(2)
+    distance = nn.functional.relu(1 - (mean.unsqueeze(1) - mean.unsqueeze(2)).abs())
+    distance = (distance - 1 / (count + EPS)) / ((count - 1) * count + EPS)
+    return pull, distance[pairs].sum()
+
+
+def offset_loss(offset: Tensor, truth: Tensor, mask: Tensor) -> Tensor:
+    """Smooth-L1 between gathered offsets (B, M, 2) and their targets over the objects."""
+    count = mask.float().sum()
+    loss = nn.functional.smooth_l1_loss(offset[mask], truth[mask], reduction="sum")
+    return loss / (count + EPS)
+
+
+def cornernet_loss(stacks: Sequence[Sequence[Tensor]], targets: CornerTargets) -> Tensor:
+    """Every stack's (tl_heat, br_heat, tl_tag, br_tag, tl_off, br_off) raw heads against the
+    targets, pull/push/offset weights 1 as upstream; the sum divided by the stack count."""
+    total = torch.zeros(())
+    for tl_heat, br_heat, tl_tag, br_tag, tl_off, br_off in (s[:6] for s in stacks):
+        total = total + focal_loss(tl_heat, targets.tl_heat) + focal_loss(br_heat, targets.br_heat)
+        tags = (gather_at(t, i).squeeze(2) for t, i in ((tl_tag, targets.tl_index),
+                                                          (br_tag, targets.br_index)))  # fmt: skip
+        pull, push = pull_push_loss(*tags, targets.mask)
+        total = total + pull + push
+        total = total + offset_loss(gather_at(tl_off, targets.tl_index), targets.tl_off,
+                                    targets.mask)  # fmt: skip
+        total = total + offset_loss(gather_at(br_off, targets.br_index), targets.br_off,
+                                    targets.mask)  # fmt: skip
+    return total / max(len(stacks), 1)

@@ -1,0 +1,75 @@
+"""Which zoo models a stand-in can be trained for, and how: one entry per model, so the CLI
+dispatches without knowing pose from detection."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from torch import nn
+
+from hgdeploy.base.errors import HgDeployError
+from hgdeploy.standin import detector_training, pose_training
+from hgdeploy.standin.scenes import SceneSet
+from hgdeploy.standin.training import Progress, TrainResult
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """What `hgdeploy standin` lets a user choose; each trainer maps it to its own config."""
+
+    steps: int
+    full_steps: int  # pose only: the last steps at the zoo's input size
+    batch: int
+    seed: int
+
+
+@dataclass(frozen=True)
+class Standin:
+    train: Callable[[RunSettings, Progress | None], TrainResult]
+    save: Callable[[nn.Module, Path], Path]  # the checkpoint, in the upstream layout
+    held_out: Callable[[int, int], SceneSet]  # (count, seed) -> the validation set
+
+
+def _pose(name: str) -> Standin:
+    def train(run: RunSettings, progress: Progress | None) -> TrainResult:
+        config = pose_training.TrainConfig(
+            steps=run.steps, batch=run.batch, full_steps=run.full_steps, seed=run.seed
+        )
+        return pose_training.train_pose(name, config, progress=progress)
+
+    return Standin(
+        train,
+        lambda model, path: pose_training.save_checkpoint(model, name, path),
+        lambda count, seed: pose_training.held_out_set(name, count, seed=seed),
+    )
+
+
+def _detector(name: str) -> Standin:
+    def train(run: RunSettings, progress: Progress | None) -> TrainResult:
+        config = detector_training.DetectorTrainConfig(
+            steps=run.steps, batch=run.batch, seed=run.seed
+        )
+        return detector_training.train_detector(name, config, progress=progress)
+
+    return Standin(
+        train,
+        lambda model, path: detector_training.save_detector_checkpoint(model, name, path),
+        lambda count, seed: detector_training.detector_held_out_set(count, seed),
+    )
+
+
+STANDINS: dict[str, Standin] = {
+    **{name: _pose(name) for name in pose_training.STANDIN_MODELS},
+    **{name: _detector(name) for name in detector_training.DETECTOR_STANDINS},
+}
+NOT_YET = {"saccade": "its attention maps need targets of their own (not built yet)"}
+
+
+def get_standin(name: str) -> Standin:
+    """`name`'s trainer, or one line saying why there is none."""
+    if name in STANDINS:
+        return STANDINS[name]
+    why = NOT_YET.get(name, "it is not a zoo model")
+    raise HgDeployError(f"no stand-in for {name}: {why}; trained so far: {', '.join(STANDINS)}")

@@ -1,0 +1,191 @@
+"""Detector stand-ins: CornerNet's targets and loss against plain re-derivations (IoU at the
+Gaussian radius, per-element loops of the loss formulas), a few steps on a fixed batch lower
+the loss, and the checkpoint loads back in CornerNet-Lite's layout."""
+
+from __future__ import annotations
+
+import copy
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import run_cli, synthetic_model
+
+from hgdeploy.models.loader import load_model
+from hgdeploy.standin import detector_training
+from hgdeploy.standin.corner_losses import focal_loss, gather_at, offset_loss, pull_push_loss
+from hgdeploy.standin.corner_targets import corner_targets, gaussian_radius
+from hgdeploy.standin.detector_training import (
+    DetectorTrainConfig,
+    detector_held_out_set,
+    output_hw,
+    prior_heads,
+    save_detector_checkpoint,
+    scene_batch,
+    train_detector,
+)
+from hgdeploy.standin.scenes import detection_set
+from hgdeploy.standin.training import TrainResult
+
+
+@pytest.mark.parametrize("height, width", [(10, 10), (7, 30), (41, 13), (3, 4)])
+def test_gaussian_radius_is_where_the_worst_corner_shift_reaches_the_overlap(
+    height: float, width: float
+) -> None:
+    """The three ways CornerNet moves both corners by r, as IoU formulas: the tightest one is
+    exactly min_overlap at the radius, and none is below it."""
+    r = gaussian_radius(height, width, 0.3)
+    area = height * width
+    same_size = (height - r) * (width - r) / (2 * area - (height - r) * (width - r))
+    both_in = (height - 2 * r) * (width - 2 * r) / area
+    both_out = area / ((height + 2 * r) * (width + 2 * r))
+    assert min(same_size, both_in, both_out) == pytest.approx(0.3, abs=1e-9)
+
+
+def test_targets_peak_at_the_truncated_corner_cells() -> None:
+    boxes = [np.array([[10.0, 20.0, 100.0, 90.0]]), np.zeros((0, 4))]
+    classes = [np.array([2]), np.zeros(0, int)]
+    targets = corner_targets(boxes, classes, (255, 255), (32, 32), categories=5)
+    ratio = 32 / 255
+    tl = (int(10 * ratio), int(20 * ratio))
+    br = (int(100 * ratio), int(90 * ratio))
+    assert targets.tl_heat[0, 2, tl[1], tl[0]] == 1 and targets.br_heat[0, 2, br[1], br[0]] == 1
+    assert (targets.tl_heat == 1).sum() == 1 and (targets.br_heat == 1).sum() == 1
+    assert targets.tl_heat[1].sum() == 0 and targets.tl_heat[0, [0, 1, 3, 4]].sum() == 0
+    assert targets.mask.tolist()[0][:2] == [True, False] and not targets.mask[1].any()
+    assert targets.tl_index[0, 0] == tl[1] * 32 + tl[0]
+    np.testing.assert_allclose(targets.tl_off[0, 0], (10 * ratio - tl[0], 20 * ratio - tl[1]),
+                               rtol=1e-6)  # fmt: skip
+    radius = max(0, int(gaussian_radius(math.ceil(70 * ratio), math.ceil(90 * ratio))))
+    row = targets.tl_heat[0, 2, tl[1]].numpy()
+    assert np.count_nonzero(row) == min(tl[0], radius) + radius + 1  # the bump's width
+
+
+def _loop_focal(logits: np.ndarray, truth: np.ndarray) -> float:
+    positives, total = 0, 0.0
+    for logit, t in zip(logits.ravel(), truth.ravel()):
+        p = min(max(1 / (1 + math.exp(-logit)), 1e-4), 1 - 1e-4)
+        if t == 1:
+            positives += 1
+            total += math.log(p) * (1 - p) ** 2
+        else:
+            total += math.log(1 - p) * p**2 * (1 - t) ** 4
+    return -total / positives if positives else -total
+
+
+def test_losses_equal_their_formulas_element_by_element() -> None:
+    rng = np.random.default_rng(0)
+    logits = rng.normal(size=(2, 3, 5, 6))
+    truth = rng.uniform(size=logits.shape) * 0.9
+    truth[0, 1, 2, 3] = truth[1, 0, 4, 5] = 1
+    got = focal_loss(torch.from_numpy(logits), torch.from_numpy(truth)).item()
+    assert got == pytest.approx(_loop_focal(logits, truth), rel=1e-9)
+
+    tl, br = rng.normal(size=(2, 4)), rng.normal(size=(2, 4))
+    mask = np.array([[True, True, True, False], [True, False, False, False]])
+    pull, push = pull_push_loss(*(torch.from_numpy(a) for a in (tl, br, mask)))
+    want_pull = want_push = 0.0
+    f32 = np.float32  # upstream counts objects in float32: its count + 1e-4 rounds there
+    for b in range(2):
+        n = int(mask[b].sum())
+        count, pairs = float(f32(n) + f32(1e-4)), float(f32(n - 1) * f32(n) + f32(1e-4))
+        means = [(tl[b, i] + br[b, i]) / 2 for i in range(n)]
+        for i in range(n):
+            want_pull += ((tl[b, i] - means[i]) ** 2 + (br[b, i] - means[i]) ** 2) / count
+            for j in range(n):  # upstream also sums i == j (a constant)
+                gap = max(0.0, 1 - abs(means[i] - means[j])) - float(f32(1) / f32(count))
+                want_push += gap / pairs
+    assert pull.item() == pytest.approx(want_pull, rel=1e-9)
+    assert push.item() == pytest.approx(want_push, rel=1e-9)
+
+    maps = torch.from_numpy(rng.normal(size=(2, 2, 3, 4)))
+    index = torch.tensor([[5, 11], [0, 7]])
+    gathered = gather_at(maps, index)
+    assert gathered[0, 1].tolist() == maps[0, :, 2, 3].tolist()  # cell 11 = row 2, col 3
+    truth_off = torch.zeros(2, 2, 2)
+    loss = offset_loss(gathered, truth_off, torch.tensor([[True, False], [False, False]]))
+    smooth = [abs(v) - 0.5 if abs(v) >= 1 else 0.5 * v * v for v in maps[0, :, 1, 1].tolist()]
+    assert loss.item() == pytest.approx(sum(smooth) / float(f32(1) + f32(1e-4)), rel=1e-9)
+
+
+def test_training_batches_follow_the_boxes_when_mirrored() -> None:
+    scenes = detection_set(4, 1_000_123, (127, 127), classes=3)
+    plain, plain_targets = scene_batch("squeeze", scenes)
+
+    class Always:  # every image mirrored
+        def random(self) -> float:
+            return 0.0
+
+    mirrored, mirrored_targets = scene_batch("squeeze", scenes, Always())  # type: ignore[arg-type]
+    assert torch.equal(mirrored, plain.flip(3))
+    assert output_hw("squeeze", (127, 127)) == (16, 16) == tuple(plain_targets.tl_heat.shape[2:])
+    assert torch.equal(plain_targets.mask, mirrored_targets.mask)
+    # a mirrored box's top-left x is the original's right edge seen from the other side
+    first = next(a for a in scenes.coco["annotations"] if a["image_id"] == 1)
+    x, y, w, _ = first["bbox"]
+    ratio = 16 / 127
+    cell = int(y * ratio) * 16 + int(min(127 - (x + w) - 1, 126) * ratio)
+    assert mirrored_targets.tl_index[0, 0] == cell
+
+
+@pytest.fixture(scope="module")
+def trained() -> TrainResult:
+    """Six steps on one fixed batch of small scenes (every step draws the same ones)."""
+    torch.manual_seed(0)
+    fixed = detection_set(4, 1_000_077, (127, 127), classes=2, max_objects=2)
+    patch = pytest.MonkeyPatch()
+    patch.setattr(detector_training, "detection_set", lambda *args, **kwargs: fixed)
+    try:
+        config = DetectorTrainConfig(steps=6, batch=4, input_hw=(127, 127), warmup=1, flip=False)
+        model = prior_heads(copy.deepcopy(synthetic_model("squeeze")))  # the cache stays as is
+        return train_detector("squeeze", config, model=model)
+    finally:
+        patch.undo()
+
+
+def test_a_few_steps_lower_the_detector_loss_on_a_fixed_batch(trained: TrainResult) -> None:
+    assert len(trained.losses) == 6 and all(np.isfinite(trained.losses))
+    assert trained.losses[-1] < 0.85 * trained.losses[0]
+    assert not trained.model.training
+
+
+def test_the_detector_checkpoint_loads_back_in_cornernet_lite_layout(
+    trained: TrainResult, tmp_path: Path
+) -> None:
+    path = save_detector_checkpoint(trained.model, "squeeze", tmp_path)
+    assert path.suffix == ".pkl"
+    saved = torch.load(path, weights_only=True)
+    assert all(key.startswith("module.") for key in saved)  # its DummyModule wrapper
+    loaded = load_model("squeeze", checkpoint=path)
+    inputs = torch.rand((1, 3, 127, 127), generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        for a, b in zip(loaded(inputs), trained.model(inputs), strict=True):
+            assert torch.equal(a, b)
+
+
+def test_the_held_out_set_is_the_training_task_at_the_native_size() -> None:
+    held_out = detector_held_out_set(2)
+    assert held_out.images[0].shape == (255, 255, 3)
+    with pytest.raises(Exception, match="held-out seeds"):
+        detector_held_out_set(2, seed=1_000_000)
+
+
+def test_the_standin_command_trains_a_detector_that_evaluate_and_predict_load(
+    tmp_path: Path,
+) -> None:
+    def run(args: list[str]) -> str:
+        code, output = run_cli(args)
+        assert code == 0, output
+        return output
+
+    checkpoint, val = tmp_path / "squeeze.pkl", tmp_path / "val"
+    run(["standin", "--model", "squeeze", "--steps", "1", "--batch", "4",
+         "--output", str(checkpoint), "--val-dir", str(val), "--val-count", "2"])  # fmt: skip
+    assert sorted(p.name for p in val.iterdir()) == ["000001.png", "000002.png", "annotations.json"]
+    output = run(["evaluate", "--model", "squeeze", "--checkpoint", str(checkpoint),
+                  "--annotations", str(val / "annotations.json"), "--images", str(val)])  # fmt: skip
+    assert "+0.0000" in output  # the eager run against itself
+    run(["predict", "--model", "squeeze", "--checkpoint", str(checkpoint), "--image",
+         str(val / "000001.png"), "--output", str(tmp_path / "predicted")])  # fmt: skip
