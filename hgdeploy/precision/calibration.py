@@ -1,6 +1,8 @@
 """INT8 calibration on ONNX Runtime (CPU): activation ranges from real images, and their cache.
 
-Method: absolute max ("max" calibration). Each quantized activation's amax is the largest |x|
+Default method: absolute max ("max" calibration); `--calib-method` picks percentile, entropy or
+MSE instead (`calibration_methods`), which need a histogram of each tensor over [0, amax]: a
+second pass copies the activations out (one feed at a time) after the max pass fixed the range. Each quantized activation's amax is the largest |x|
 it takes over all the calibration images, and its scale is amax / 127. Measured on the zoo's
 Squeeze and HRNet graphs (4 calibration images, 2 held out), clipping at a percentile of |x|
 instead gave no consistent gain: 99.99% lowered Squeeze's heat-map error from 0.21 to 0.19
@@ -21,9 +23,10 @@ byte-identical to one quantized right after calibration.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +41,12 @@ from hgdeploy.base.export_settings import INPUT_NAME
 from hgdeploy.base.images import preprocess
 from hgdeploy.base.zoo import ModelSpec
 from hgdeploy.exporters.lowering import runnable_model
+from hgdeploy.precision.calibration_methods import (
+    DEFAULT_PERCENTILE,
+    HISTOGRAM_BINS,
+    absolute_histogram,
+    get_method,
+)
 from hgdeploy.precision.qdq_placement import activation_tensors
 from hgdeploy.runners.onnxrt_runner import session_builder
 
@@ -72,29 +81,71 @@ def calibrate(
     feeds: Sequence[Mapping[str, np.ndarray]],
     tensors: Sequence[str] | None = None,
     threads: int | None = None,
+    method: str = METHOD,
+    percentile: float = DEFAULT_PERCENTILE,
 ) -> dict[str, float]:
-    """Absolute max of each tensor (default: every tensor the int8 graph quantizes) over feeds.
+    """Each tensor's amax (default tensors: every one the int8 graph quantizes) over feeds, by
+    `method` (see `calibration_methods`).
 
     A plugin-form model is lowered first; the names stay those of the plugin form.
     """
+    chosen = get_method(method)
     if not feeds:
         raise HgDeployError("no calibration inputs")
     model = runnable_model(lowered_model)
     names = list(tensors) if tensors is not None else activation_tensors(model)
     augmented, outputs = _with_amax_outputs(model, names)
-    session = session_builder(augmented, ["CPUExecutionProvider"], threads)()
-    try:
+    with _calibration_errors():
+        session = session_builder(augmented, ["CPUExecutionProvider"], threads)()
         amax = np.zeros(len(names), np.float32)
         for feed in feeds:
             values = session.run(outputs, dict(feed))
             amax = np.maximum(amax, np.asarray(values, np.float32))
-    except (ort.capi.onnxruntime_pybind11_state.Fail, RuntimeError) as exc:
-        first = first_line(exc)
-        raise HgDeployError(f"ONNX Runtime cannot run the calibration model: {first}") from None
     if not np.all(np.isfinite(amax)):
         bad = names[int(np.argmin(np.isfinite(amax)))]
         raise HgDeployError(f"calibration saw a non-finite value in {bad!r}")
-    return {name: float(value) for name, value in zip(names, amax, strict=True)}
+    ranges = {name: float(value) for name, value in zip(names, amax, strict=True)}
+    if not chosen.needs_histogram:
+        return ranges
+    histograms = collect_histograms(model, feeds, ranges, threads)
+    return {
+        name: chosen.choose(hist, np.linspace(0.0, ranges[name], len(hist) + 1), percentile)
+        for name, hist in histograms.items()
+    }
+
+
+def collect_histograms(
+    model: onnx.ModelProto,
+    feeds: Sequence[Mapping[str, np.ndarray]],
+    amax: Mapping[str, float],
+    threads: int | None = None,
+    bins: int = HISTOGRAM_BINS,
+) -> dict[str, np.ndarray]:
+    """Histogram of |t| over [0, amax[t]] for each tensor t of `amax`, summed over feeds (the
+    runnable model's tensors exposed as outputs, one feed's activations in memory at a time)."""
+    names = list(amax)
+    exposed = onnx.ModelProto()
+    exposed.CopyFrom(model)
+    listed = {v.name for v in exposed.graph.output}
+    exposed.graph.output.extend(
+        onnx.ValueInfoProto(name=name) for name in names if name not in listed
+    )
+    counts = {name: np.zeros(bins, np.int64) for name in names}
+    with _calibration_errors():
+        session = session_builder(exposed, ["CPUExecutionProvider"], threads)()
+        for feed in feeds:
+            for name, values in zip(names, session.run(names, dict(feed)), strict=True):
+                counts[name] += absolute_histogram(values, amax[name], bins)
+    return counts
+
+
+@contextlib.contextmanager
+def _calibration_errors() -> Iterator[None]:
+    try:
+        yield
+    except (ort.capi.onnxruntime_pybind11_state.Fail, RuntimeError) as exc:
+        first = first_line(exc)
+        raise HgDeployError(f"ONNX Runtime cannot run the calibration model: {first}") from None
 
 
 def _with_amax_outputs(
