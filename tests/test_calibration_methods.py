@@ -5,10 +5,12 @@ search on the samples themselves, and the ONNX Runtime histogram pass against nu
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import onnx
 import pytest
+from conftest import one_line_error, run_cli
 from onnx import TensorProto, helper
 
 from hgdeploy.base.errors import HgDeployError
@@ -69,10 +71,13 @@ def _loop_entropy(hist: np.ndarray, edges: np.ndarray, levels: int = 128) -> flo
     return float(edges[best_i])
 
 
-@pytest.mark.parametrize("seed", [0, 1])
-def test_entropy_equals_a_plain_loop_of_tensorrts_algorithm(seed: int) -> None:
+@pytest.mark.parametrize("seed, relu", [(0, False), (1, False), (2, True)])
+def test_entropy_equals_a_plain_loop_of_tensorrts_algorithm(seed: int, relu: bool) -> None:
+    """Gaussian bulks with sparse far outliers (empty tail bins); relu: half the values 0."""
     rng = np.random.default_rng(seed)
     samples = np.concatenate([rng.normal(size=20_000), rng.normal(scale=8, size=40)])
+    if relu:
+        samples = np.maximum(samples, 0)
     hist, edges = _histogram(samples, 384)
     assert entropy_amax(hist, edges) == pytest.approx(_loop_entropy(hist, edges), rel=1e-12)
 
@@ -131,3 +136,27 @@ def test_calibrate_runs_each_method_on_the_tensors_of_every_feed(method: str) ->
         hist, edges = _histogram(everything, 2048)
         want = get_method(method).choose(hist, edges, 99.99)
         assert ranges[name] == pytest.approx(want, rel=1e-6), name
+
+
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        (["--backend", "onnxruntime", "--int8", "--calib-method", "mse"],
+         "not available for onnxruntime"),
+        (["--backend", "openvino", "--int8", "--calib-method", "entropy"],
+         "not available for openvino"),
+        (["--backend", "tensorrt", "--fp16", "--prepare-only", "--calib-method", "mse"],
+         "--calib-method only applies to --int8"),
+        (["--backend", "tensorrt", "--int8", "--prepare-only", "--calib-percentile", "99"],
+         "only applies to --calib-method percentile"),
+        (["--backend", "tensorrt", "--int8", "--calib-method", "percentile",
+          "--calib-percentile", "120"], "must be in (0, 100]"),
+    ],
+)  # fmt: skip
+def test_build_refuses_methods_a_tool_lacks_before_any_work(
+    args: list[str], words: str, tmp_path: Path
+) -> None:
+    output = tmp_path / "out.onnx"
+    code, printed = run_cli(["build", "--model", "hrnet", "--output", str(output), *args])
+    one_line_error(code, printed, words)
+    assert not list(tmp_path.iterdir())  # nothing exported, nothing written

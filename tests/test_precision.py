@@ -49,6 +49,7 @@ from hgdeploy.precision.calibration import (
     read_calibration_cache,
     write_calibration_cache,
 )
+from hgdeploy.precision.calibration_methods import CalibrationChoice
 from hgdeploy.precision.int8 import quantize_int8
 from hgdeploy.precision.qdq_placement import activation_tensors, quantized_inputs
 from hgdeploy.precision.tensorrt_graphs import (
@@ -408,3 +409,30 @@ def test_fp32_is_a_copy_through(fp32_onnx: dict[str, Path], workdir: Path) -> No
     assert result.path.read_bytes() == fp32_onnx["hrnet"].read_bytes()
     sidecar = json.loads(result.sidecar.read_text())
     assert sidecar["precision"] == "fp32" and sidecar["weights_info"]["seed"] == 0
+
+
+@pytest.mark.parametrize("method", ["mse", "percentile"])
+def test_calibration_method_is_used_recorded_and_enforced_on_reuse(
+    method: str, fp32_onnx: dict, workdir: Path
+) -> None:
+    """Same images, two methods: every range at most max's (both clip), the method in the
+    sidecar and the cache, and a cache of another method refused when a method is asked for."""
+    hrnet = fp32_onnx["hrnet"]
+    common = {"calib_dir": None, "calib_cache": None, "calib_batches": 2,
+              "checkpoint_info": None, "measure_quality": False}  # fmt: skip
+    by_max = prepare_precision("hrnet", hrnet, "int8", workdir / "m_max.onnx", **common)
+    choice = CalibrationChoice.from_options(method, 99.9 if method == "percentile" else None)
+    chosen = prepare_precision(
+        "hrnet", hrnet, "int8", workdir / f"m_{method}.onnx", calib_choice=choice, **common
+    )
+    label = "percentile 99.9" if method == "percentile" else "mse"
+    maxima = json.loads(by_max.calibration_cache.read_text())["amax"]
+    cache = json.loads(chosen.calibration_cache.read_text())
+    assert cache["method"] == label
+    assert json.loads(chosen.sidecar.read_text())["calibration"]["method"] == label
+    assert all(cache["amax"][name] <= maxima[name] * (1 + 1e-6) for name in maxima)
+    assert sum(cache["amax"][name] < 0.9 * maxima[name] for name in maxima) > len(maxima) // 4
+    with pytest.raises(HgDeployError) as excinfo:
+        prepare_precision("hrnet", hrnet, "int8", workdir / "again.onnx", **{
+            **common, "calib_cache": by_max.calibration_cache, "calib_choice": choice})  # fmt: skip
+    assert "was made by 'max'" in _one_line_error(excinfo)

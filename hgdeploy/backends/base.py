@@ -138,6 +138,8 @@ class BuildRequest:
     calib_dir: Path | None = None
     calib_cache: Path | None = None
     calib_batches: int | None = None  # None: the backend's default
+    calib_method: str | None = None  # None: max (see precision.calibration_methods)
+    calib_percentile: float | None = None  # with calib_method "percentile"
     # TensorRT only: the optimization profile, builder settings, int8's unquantized type.
     batch: int | None = None
     min_batch: int | None = None

@@ -18,7 +18,7 @@ reuses one (refused if it was made for another model or other weights).
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -32,6 +32,7 @@ from hgdeploy.base.zoo import ModelSpec, get_spec
 if TYPE_CHECKING:
     import onnx
 
+    from hgdeploy.precision.calibration_methods import CalibrationChoice
     from hgdeploy.precision.calibration_source import CalibrationSource
 
 TARGET_KEY = "hgdeploy.target"
@@ -65,11 +66,16 @@ def lowered_source(
     from hgdeploy.exporters.corner_pool_ops import count_corner_pool_nodes
     from hgdeploy.exporters.lowering import lower_corner_pools
     from hgdeploy.exporters.onnx_export import fp32_onnx_for
+    from hgdeploy.precision.calibration_methods import CalibrationChoice
     from hgdeploy.precision.calibration_source import check_calibration_options, weights_info
 
     spec = get_spec(request.model)
     check_calibration_options(
-        precision, request.calib_dir, request.calib_cache, request.calib_batches
+        precision,
+        request.calib_dir,
+        request.calib_cache,
+        request.calib_batches,
+        CalibrationChoice.from_options(request.calib_method, request.calib_percentile),
     )
     if request.output is not None and request.output.suffix != suffix:
         raise HgDeployError(f"{named} is written as NAME{suffix}, not {request.output.name}")
@@ -99,12 +105,21 @@ def default_artifact_path(fp32_onnx: Path, artifact_tag: str, suffix: str) -> Pa
 
 
 def calibration_for(
-    source: LoweredSource, request: BuildRequest, cache_suffix: str, default_batches: int
+    source: LoweredSource,
+    request: BuildRequest,
+    cache_suffix: str,
+    default_batches: int,
+    methods: Mapping[str, object],
+    label: Callable[[CalibrationChoice], str],
 ) -> CalibrationSource:
     """The int8 build's calibration source: the given cache, or images with the cache beside
-    the artifact (``<artifact><cache_suffix>``)."""
+    the artifact (``<artifact><cache_suffix>``); `--calib-method` checked against the tool's
+    `methods` and recorded as `label` names it."""
+    from hgdeploy.precision.calibration_methods import CalibrationChoice
     from hgdeploy.precision.calibration_source import CalibrationSource
 
+    choice = CalibrationChoice.from_options(request.calib_method, request.calib_percentile)
+    choice.check_supported(request.backend, methods)
     return CalibrationSource.for_build(
         source.spec,
         source.provenance,
@@ -113,6 +128,8 @@ def calibration_for(
         calib_dir=request.calib_dir,
         batches=request.calib_batches or default_batches,
         batch=CALIBRATION_BATCH,
+        choice=choice,
+        method=label(choice),
     )
 
 
@@ -183,6 +200,10 @@ class CpuArtifactBackend(Backend):
         return result.artifact
 
     def lowered(self, request: BuildRequest, precision: str, step: StepCallback) -> LoweredSource:
+        from hgdeploy.precision.calibration_methods import CalibrationChoice
+
+        choice = CalibrationChoice.from_options(request.calib_method, request.calib_percentile)
+        choice.check_supported(self.name, self.calibration_methods())  # before any export
         tag = self.artifact_tag(precision)
         return lowered_source(
             request,
@@ -195,7 +216,22 @@ class CpuArtifactBackend(Backend):
         )
 
     def calibration(self, source: LoweredSource, request: BuildRequest) -> CalibrationSource:
-        return calibration_for(source, request, self.cache_suffix, self.default_calib_batches)
+        return calibration_for(
+            source,
+            request,
+            self.cache_suffix,
+            self.default_calib_batches,
+            self.calibration_methods(),
+            self.calibration_label,
+        )
+
+    def calibration_methods(self) -> Mapping[str, object]:
+        """hgdeploy's --calib-method names this tool's calibration offers (default: max)."""
+        return {"max": None}
+
+    def calibration_label(self, choice: CalibrationChoice) -> str:
+        """What this tool's caches and sidecars record as the method of `choice`."""
+        return choice.label
 
 
 def describe(artifact: Path, sidecar: Path, cache: Path | None) -> BuildResult:

@@ -10,6 +10,7 @@ numerics on the CPU.
 from __future__ import annotations
 
 import importlib.util
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -31,6 +32,7 @@ if TYPE_CHECKING:
         RunRequest,
         StepCallback,
     )
+    from hgdeploy.precision.calibration_methods import CalibrationChoice
 
 
 ARTIFACT_TAGS = {"fp32": "ort-fp32", "int8": "ort-u8s8"}
@@ -48,6 +50,16 @@ class OnnxRuntimeBackend(CpuArtifactBackend):
 
     def artifact_tag(self, precision: str) -> str:
         return ARTIFACT_TAGS[precision]
+
+    def calibration_methods(self) -> Mapping[str, object]:
+        from hgdeploy.precision.onnxruntime_int8 import ORT_METHODS
+
+        return ORT_METHODS
+
+    def calibration_label(self, choice: CalibrationChoice) -> str:
+        from hgdeploy.precision.onnxruntime_int8 import method_label
+
+        return method_label(choice)
 
     def unavailable_reason(self) -> str | None:
         return None if importlib.util.find_spec("onnxruntime") else "onnxruntime is not installed"
@@ -105,12 +117,16 @@ class OnnxRuntimeBackend(CpuArtifactBackend):
             on_step(
                 "calibrating and quantizing (ONNX Runtime U8S8)" if feeds else "quantizing (cache)"
             )
-            method, cache_format = onnxruntime_int8.METHOD, onnxruntime_int8.CACHE_FORMAT
+            method, cache_format = calibration.method, onnxruntime_int8.CACHE_FORMAT
             with calibration.cache_to_write(method, cache_format) as cache:
                 model = onnxruntime_int8.quantize_u8s8(
-                    source.lowered, feeds=feeds, cache=cache, write_cache=feeds is not None
+                    source.lowered,
+                    feeds=feeds,
+                    cache=cache,
+                    write_cache=feeds is not None,
+                    choice=calibration.choice,
                 )
-            fields["calibration"] = calibration.describe(onnxruntime_int8.METHOD)
+            fields["calibration"] = calibration.describe(method)
             fields["quantization"] = {
                 "scheme": onnxruntime_int8.SCHEME,
                 **onnxruntime_int8.qdq_summary(model),

@@ -30,6 +30,7 @@ if TYPE_CHECKING:
         RunRequest,
         StepCallback,
     )
+    from hgdeploy.precision.calibration_methods import CalibrationChoice
 
 
 class OpenVinoBackend(CpuArtifactBackend):
@@ -47,6 +48,13 @@ class OpenVinoBackend(CpuArtifactBackend):
 
     def artifact_tag(self, precision: str) -> str:
         return f"openvino-{precision}"
+
+    def calibration_label(self, choice: CalibrationChoice) -> str:
+        """NNCF's MinMax statistics (its range estimators are not passed through yet, so
+        `calibration_methods` keeps the default: max only)."""
+        from hgdeploy.precision.nncf_int8 import METHOD
+
+        return METHOD
 
     def unavailable_reason(self) -> str | None:
         return None if importlib.util.find_spec("openvino") else "openvino is not installed"
@@ -102,12 +110,12 @@ class OpenVinoBackend(CpuArtifactBackend):
             on_step(
                 "collecting statistics and quantizing (NNCF)" if feeds else "quantizing (cache)"
             )
-            method, cache_format = nncf_int8.METHOD, nncf_int8.STATISTICS_FORMAT
+            method, cache_format = calibration.method, nncf_int8.STATISTICS_FORMAT
             with calibration.cache_to_write(method, cache_format, directory=True) as statistics:
                 model = nncf_int8.quantize_nncf(
                     model, feeds=feeds, statistics=statistics, write_statistics=feeds is not None
                 )
-            fields["calibration"] = calibration.describe(nncf_int8.METHOD)
+            fields["calibration"] = calibration.describe(method)
             fields["quantization"] = {"scheme": nncf_int8.SCHEME}
         output = source.output
         bin_path = output.with_suffix(".bin")

@@ -17,6 +17,7 @@ from hgdeploy.base.artifacts import read_sidecar
 from hgdeploy.base.errors import HgDeployError
 from hgdeploy.base.zoo import get_spec
 from hgdeploy.exporters.onnx_export import fp32_onnx_for
+from hgdeploy.precision.calibration_methods import CalibrationChoice
 from hgdeploy.precision.calibration_source import check_calibration_options
 from hgdeploy.precision.int8 import DEFAULT_HIGH_PRECISION, check_high_precision
 from hgdeploy.precision.tensorrt_graphs import PreparedModel, prepare_precision
@@ -78,8 +79,9 @@ def run_build_engine(
     backend = TensorRtBackend()
     precision = backend.check_precision(request.precision)
     # Before any export: flags that cannot apply, as every build refuses them.
+    choice = CalibrationChoice.from_options(request.calib_method, request.calib_percentile)
     check_calibration_options(
-        precision, request.calib_dir, request.calib_cache, request.calib_batches
+        precision, request.calib_dir, request.calib_cache, request.calib_batches, choice
     )
     check_high_precision(precision, request.high_precision)
     settings = settings or build_settings(request)
@@ -112,6 +114,7 @@ def run_build_engine(
             else request.calib_batches
         ),
         high_precision=request.high_precision,
+        calib_choice=choice,
     )
     if request.prepare_only:
         return EngineResult(prepared, None)

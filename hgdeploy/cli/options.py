@@ -20,6 +20,7 @@ import click
 
 from hgdeploy.base.errors import HgDeployError, first_line
 from hgdeploy.base.zoo import ZOO
+from hgdeploy.precision.calibration_methods import CALIBRATION_METHODS
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -242,6 +243,19 @@ calibration_options = compose(
         default=None,
         help="INT8: at most this many calibration batches (default: 4 for TensorRT, 8 for the "
         "CPU backends, which calibrate one image per batch).",
+    ),
+    click.option(
+        "--calib-method",
+        type=click.Choice(list(CALIBRATION_METHODS)),
+        default=None,
+        help="INT8: how activation ranges are chosen (default max). TensorRT: all four; "
+        "onnxruntime: max, percentile, entropy (its own calibrators); openvino: max (NNCF).",
+    ),
+    click.option(
+        "--calib-percentile",
+        type=float,
+        default=None,
+        help="With --calib-method percentile: the share of |x| kept (default 99.99).",
     ),
 )
 

@@ -18,7 +18,7 @@ zero values are counted in bin 0 like any other.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -52,37 +52,40 @@ def percentile_amax(hist: np.ndarray, edges: np.ndarray, percentile: float) -> f
 
 
 def entropy_amax(hist: np.ndarray, edges: np.ndarray, _: float = 0.0) -> float:
-    """TensorRT's entropy threshold (see the module doc), vectorised over the bins of each
-    candidate; the candidates are edges QUANTIZED_LEVELS .. len(hist)."""
+    """TensorRT's entropy threshold (see the module doc) for candidates i = 128 .. len(hist),
+    all at once. For candidate i with T values in all, O of them at or beyond edge i:
+    p_j = c_j / T (the last bin also takes the O outliers); level k holds bins j with
+    floor(128 j / i) = k, L_k values in U_k non-empty bins, and q_j = L_k / (U_k S) on those,
+    S = T - O. So KL(p || q) = sum_j p_j log p_j - sum_k P_k log(L_k / (U_k S)) with P_k the
+    p-mass of level k, from prefix sums; infinite where the last bin is empty but O is not."""
     counts = hist.astype(np.float64)
-    if len(counts) <= QUANTIZED_LEVELS or counts.sum() == 0:
+    bins, levels = len(counts), QUANTIZED_LEVELS
+    total = counts.sum()
+    if bins <= levels or total == 0:
         return float(edges[-1])
-    best_i, best_divergence = len(counts), np.inf
-    for i in range(QUANTIZED_LEVELS, len(counts) + 1):
-        reference = counts[:i].copy()
-        reference[-1] += counts[i:].sum()
-        level = np.minimum((np.arange(i) * QUANTIZED_LEVELS) // i, QUANTIZED_LEVELS - 1)
-        used = counts[:i] > 0
-        level_sum = np.bincount(level, weights=counts[:i], minlength=QUANTIZED_LEVELS)
-        level_used = np.bincount(level, weights=used, minlength=QUANTIZED_LEVELS)
-        expanded = np.where(used, level_sum[level] / np.maximum(level_used[level], 1), 0.0)
-        divergence = _kl(reference, expanded)
-        if divergence <= best_divergence:  # ties: the last (largest) threshold, as TensorRT
-            best_i, best_divergence = i, divergence
-    return float(edges[best_i])
-
-
-def _kl(p: np.ndarray, q: np.ndarray) -> float:
-    """KL(p || q) of two unnormalised histograms; inf where p has mass and q none."""
-    p = p / p.sum()
-    total_q = q.sum()
-    if total_q == 0:
-        return np.inf
-    q = q / total_q
-    mass = p > 0
-    if np.any(q[mass] == 0):
-        return np.inf
-    return float(np.sum(p[mass] * np.log(p[mass] / q[mass])))
+    candidates = np.arange(levels, bins + 1)
+    prefix = np.concatenate([[0.0], np.cumsum(counts)])
+    used_prefix = np.concatenate([[0.0], np.cumsum(counts > 0)])
+    xlogx = np.where(counts > 0, counts * np.log(np.where(counts > 0, counts, 1)), 0.0)
+    xlogx_prefix = np.concatenate([[0.0], np.cumsum(xlogx)])
+    # start of level k for candidate i: ceil(k i / 128); (candidates, levels + 1)
+    starts = -(-(np.arange(levels + 1)[None, :] * candidates[:, None]) // levels)
+    level_sum = np.diff(prefix[starts], axis=1)
+    level_used = np.diff(used_prefix[starts], axis=1)
+    inside = prefix[candidates]
+    outliers = total - inside
+    last = counts[candidates - 1] + outliers
+    last_log = np.where(last > 0, last * np.log(np.where(last > 0, last, 1)), 0.0)
+    p_log_p = (xlogx_prefix[candidates - 1] + last_log) / total - np.log(total)
+    mass = level_sum.copy()
+    mass[:, -1] += outliers
+    filled = level_sum > 0
+    safe = np.where(filled, level_sum / np.maximum(level_used, 1), 1.0)
+    q_log = np.where(filled, np.log(safe) - np.log(inside)[:, None], 0.0)
+    divergence = p_log_p - (mass * q_log).sum(axis=1) / total
+    divergence[(outliers > 0) & (counts[candidates - 1] == 0)] = np.inf
+    best = len(candidates) - 1 - int(np.argmin(divergence[::-1]))  # ties: the last, as TensorRT
+    return float(edges[candidates[best]])
 
 
 def mse_amax(hist: np.ndarray, edges: np.ndarray, _: float = 0.0) -> float:
@@ -135,3 +138,37 @@ def absolute_histogram(values: np.ndarray, amax: float, bins: int = HISTOGRAM_BI
         return np.bincount(np.zeros(magnitudes.size, np.int64), minlength=bins)
     index = np.minimum((magnitudes * (bins / amax)).astype(np.int64), bins - 1)
     return np.bincount(index, minlength=bins)
+
+
+@dataclass(frozen=True)
+class CalibrationChoice:
+    """A build's `--calib-method` / `--calib-percentile`; `given` tells a default from a
+    choice (a cache made by another method is refused only when a method was asked for)."""
+
+    method: str = "max"
+    percentile: float = DEFAULT_PERCENTILE
+    given: bool = False
+
+    @property
+    def label(self) -> str:
+        return method_label(self.method, self.percentile)
+
+    @classmethod
+    def from_options(cls, method: str | None, percentile: float | None) -> CalibrationChoice:
+        """Check the flags together: one-line refusals for an unknown method, a percentile
+        without the percentile method, or one outside (0, 100]."""
+        if method is not None:
+            get_method(method)
+        if percentile is not None and method != "percentile":
+            raise HgDeployError("--calib-percentile only applies to --calib-method percentile")
+        if percentile is not None and not 0 < percentile <= 100:
+            raise HgDeployError(f"--calib-percentile must be in (0, 100], got {percentile}")
+        return cls(method or "max", DEFAULT_PERCENTILE if percentile is None else percentile,
+                   method is not None)  # fmt: skip
+
+    def check_supported(self, backend: str, supported: Mapping[str, object]) -> None:
+        if self.method not in supported:
+            raise HgDeployError(
+                f"--calib-method {self.method} is not available for {backend} (it offers "
+                f"{', '.join(supported)})"
+            )

@@ -26,6 +26,7 @@ from hgdeploy.base.artifacts import artifact_files, read_sidecar, sidecar_path, 
 from hgdeploy.base.errors import HgDeployError
 from hgdeploy.base.images import images_in, sample_images
 from hgdeploy.base.zoo import ModelSpec
+from hgdeploy.precision.calibration_methods import CalibrationChoice
 
 # Bundled samples kept out of the default calibration set: people and a street scene, the
 # content the pose and detection models are for.
@@ -79,11 +80,17 @@ def check_cache_provenance(
 
 
 def check_calibration_options(
-    precision: str, calib_dir: Path | None, calib_cache: Path | None, calib_batches: int | None
+    precision: str,
+    calib_dir: Path | None,
+    calib_cache: Path | None,
+    calib_batches: int | None,
+    choice: CalibrationChoice | None = None,
 ) -> None:
     """The calibration flags' one-line refusals, shared by every build."""
     if precision != "int8" and (calib_dir is not None or calib_cache is not None):
         raise HgDeployError("--calib-dir/--calib-cache only apply to --int8")
+    if precision != "int8" and choice is not None and choice.given:
+        raise HgDeployError("--calib-method only applies to --int8")
     if calib_batches is not None and calib_batches < 1:
         raise HgDeployError(f"--calib-batches must be >= 1, got {calib_batches}")
 
@@ -109,6 +116,8 @@ class CalibrationSource:
     batch: int = 1
     record: dict[str, Any] = field(default_factory=dict)
     unseen: list[tuple[str, np.ndarray]] = field(default_factory=list)
+    choice: CalibrationChoice = field(default_factory=CalibrationChoice)
+    method: str = "max"  # what this backend records for `choice` in caches and sidecars
 
     @classmethod
     def for_build(
@@ -121,6 +130,8 @@ class CalibrationSource:
         calib_dir: Path | None,
         batches: int,
         batch: int = 1,
+        choice: CalibrationChoice | None = None,
+        method: str | None = None,
     ) -> CalibrationSource:
         return cls(
             spec,
@@ -130,6 +141,8 @@ class CalibrationSource:
             calib_dir,
             batches,
             batch,
+            choice=choice or CalibrationChoice(),
+            method=method or (choice or CalibrationChoice()).label,
         )
 
     def images(self) -> tuple[list[str], list[np.ndarray]]:
@@ -153,6 +166,12 @@ class CalibrationSource:
         """Take a cache's record after checking it was made for this model and these weights;
         the unseen pool becomes the samples the cache's calibration did not use."""
         check_cache_provenance(record, self.spec, self.provenance, self.cache)
+        made_by = record.get("method")
+        if self.choice.given and made_by is not None and made_by != self.method:
+            raise HgDeployError(
+                f"calibration cache {self.cache} was made by {made_by!r}, not "
+                f"{self.method!r}: recalibrate or drop --calib-method"
+            )
         used = set(record.get("images", []))
         self.unseen = [(n, p) for n, p in sample_images() if n not in used] or sample_images()
         self.record = record

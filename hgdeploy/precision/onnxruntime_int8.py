@@ -40,6 +40,7 @@ from onnxruntime.quantization.shape_inference import quant_pre_process
 
 from hgdeploy.base.artifacts import read_json
 from hgdeploy.base.errors import HgDeployError, first_line
+from hgdeploy.precision.calibration_methods import CalibrationChoice
 
 SCHEME = (
     "onnxruntime U8S8 Q/DQ: activations uint8, asymmetric, per tensor (MinMax calibration); "
@@ -47,6 +48,25 @@ SCHEME = (
 )
 CACHE_FORMAT = "onnxruntime TensorsData JSON (quantize_static calibration_cache_path)"
 METHOD = "onnxruntime MinMax"
+# hgdeploy's --calib-method -> ONNX Runtime's own calibrator (it has no MSE method); its
+# entropy and percentile run on ORT's signed histograms, not hgdeploy's |x| ones.
+ORT_METHODS: dict[str, CalibrationMethod] = {
+    "max": CalibrationMethod.MinMax,
+    "percentile": CalibrationMethod.Percentile,
+    "entropy": CalibrationMethod.Entropy,
+}
+
+
+def method_label(choice: CalibrationChoice) -> str:
+    """What caches and sidecars record: ONNX Runtime's calibrator by its own name."""
+    name = ORT_METHODS[choice.method].name
+    return (
+        f"onnxruntime {name} {choice.percentile:g}"
+        if choice.method == "percentile"
+        else (f"onnxruntime {name}")
+    )
+
+
 _QUANT_LOGGER = logging.getLogger()  # onnxruntime.quantization logs through the root logger
 
 
@@ -73,12 +93,15 @@ def quantize_u8s8(
     feeds: Sequence[dict[str, np.ndarray]] | None,
     cache: Path,
     write_cache: bool,
+    choice: CalibrationChoice | None = None,
 ) -> onnx.ModelProto:
     """The U8S8 Q/DQ model of a plugin-free fp32 graph.
 
     With ``write_cache`` the ranges are calibrated on ``feeds`` and the cache is written to
     ``cache`` (atomically); otherwise they are read from ``cache`` and ``feeds`` is unused.
     """
+    choice = choice or CalibrationChoice()
+    choice.check_supported("ONNX Runtime", ORT_METHODS)
     if write_cache and not feeds:
         raise HgDeployError("no calibration images")
     if not write_cache and not cache.is_file():
@@ -103,8 +126,11 @@ def quantize_u8s8(
                 reduce_range=False,
                 activation_type=QuantType.QUInt8,
                 weight_type=QuantType.QInt8,
-                calibrate_method=CalibrationMethod.MinMax,
+                calibrate_method=ORT_METHODS[choice.method],
                 calibration_cache_path=str(work_cache),
+                extra_options={"CalibPercentile": choice.percentile}
+                if choice.method == "percentile"
+                else {},
             )
         except (ValueError, KeyError, RuntimeError, onnx.checker.ValidationError) as exc:
             where = f"the calibration cache {cache}" if not write_cache else "the model"

@@ -43,6 +43,7 @@ from hgdeploy.precision.calibration import (
     read_calibration_cache,
     write_calibration_cache,
 )
+from hgdeploy.precision.calibration_methods import CalibrationChoice
 from hgdeploy.precision.calibration_source import (
     DEFAULT_CALIB_BATCHES,
     HOLDOUT_SAMPLES,
@@ -93,6 +94,7 @@ def prepare_precision(
     checkpoint_info: dict[str, Any] | None = None,
     measure_quality: bool = True,
     high_precision: str | None = None,
+    calib_choice: CalibrationChoice | None = None,
 ) -> PreparedModel:
     """Write ``output`` (the ONNX for a ``precision`` engine) and its sidecar; see module doc.
 
@@ -100,11 +102,12 @@ def prepare_precision(
     ``checkpoint``/``sha256``); by default it is read from the fp32 ONNX's sidecar. A
     calibration cache made with other weights, or for another model, is refused.
     ``high_precision`` (int8 only; default fp16) is the type of the layers left unquantized.
+    ``calib_choice`` (int8 only; default max) is how activation ranges are chosen.
     """
     spec = get_spec(name)
     if precision not in PRECISIONS:
         raise HgDeployError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
-    check_calibration_options(precision, calib_dir, calib_cache, calib_batches)
+    check_calibration_options(precision, calib_dir, calib_cache, calib_batches, calib_choice)
     high_precision = check_high_precision(precision, high_precision)
     fp32_onnx, output = Path(fp32_onnx), Path(output)
     source = load_onnx(fp32_onnx)
@@ -129,6 +132,7 @@ def prepare_precision(
         calib_dir=calib_dir,
         batches=calib_batches,
         batch=_feed_batch(source),
+        choice=calib_choice,
     )
     return _prepare_int8(
         spec, source, output, provenance, calibration, high_precision, measure_quality
@@ -232,9 +236,12 @@ def _ranges(
         lower_corner_pools(source),
         calibration_feeds(spec, pixels, calibration.batch),
         tensors=activation_tensors(source),
+        method=calibration.choice.method,
+        percentile=calibration.choice.percentile,
     )
-    write_calibration_cache(calibration.cache, amax, {**calibration.record, "method": METHOD})
-    calibration.record["method"] = METHOD
+    method = calibration.method
+    write_calibration_cache(calibration.cache, amax, {**calibration.record, "method": method})
+    calibration.record["method"] = method
     return amax
 
 
