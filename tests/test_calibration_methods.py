@@ -14,8 +14,10 @@ from conftest import one_line_error, run_cli
 from onnx import TensorProto, helper
 
 from hgdeploy.base.errors import HgDeployError
+from hgdeploy.base.precisions import CALIBRATION_METHOD_NAMES
 from hgdeploy.precision.calibration import calibrate
 from hgdeploy.precision.calibration_methods import (
+    CALIBRATION_METHODS,
     INT8_MAX,
     absolute_histogram,
     entropy_amax,
@@ -107,6 +109,10 @@ def test_mse_matches_a_brute_force_search_on_the_samples() -> None:
     chosen = mse_amax(hist, edges)
     assert sample_mse(chosen) <= 1.02 * best  # bin centres stand in for the samples
     assert sample_mse(chosen) < 0.8 * sample_mse(edges[-1])  # max rounds the bulk coarsely
+
+
+def test_the_cli_lists_exactly_the_registered_methods() -> None:
+    assert tuple(CALIBRATION_METHODS) == CALIBRATION_METHOD_NAMES
 
 
 def test_unknown_method_is_refused_in_one_line() -> None:

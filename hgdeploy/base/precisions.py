@@ -121,3 +121,7 @@ def tolerance_for(name: str) -> Tolerance:
     if tolerance is None:
         raise HgDeployError(f"{name} outputs have no fixed tolerance")
     return tolerance
+
+# INT8 calibration methods by name (the CLI's choices; no numpy needed to list them): their
+# implementations are `hgdeploy.precision.calibration_methods.CALIBRATION_METHODS`, keyed so.
+CALIBRATION_METHOD_NAMES: tuple[str, ...] = ("max", "percentile", "entropy", "mse")

@@ -19,8 +19,8 @@ from typing import Any, TypeVar
 import click
 
 from hgdeploy.base.errors import HgDeployError, first_line
+from hgdeploy.base.precisions import CALIBRATION_METHOD_NAMES
 from hgdeploy.base.zoo import ZOO
-from hgdeploy.precision.calibration_methods import CALIBRATION_METHODS
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -246,7 +246,7 @@ calibration_options = compose(
     ),
     click.option(
         "--calib-method",
-        type=click.Choice(list(CALIBRATION_METHODS)),
+        type=click.Choice(CALIBRATION_METHOD_NAMES),
         default=None,
         help="INT8: how activation ranges are chosen (default max). TensorRT: all four; "
         "onnxruntime: max, percentile, entropy (its own calibrators); openvino: max (NNCF).",

@@ -35,7 +35,7 @@ the same bytes.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 
 import numpy as np
 import onnx
@@ -88,29 +88,51 @@ def scheme(high_precision: str) -> str:
     )
 
 
+def layer_names(model: onnx.ModelProto) -> list[str]:
+    """The quantizable layers (nodes with a quantized input: convolutions, residual Adds) by
+    node name, in graph order: what `keep` names (a nameless node is `#<position>`)."""
+    nodes = model.graph.node
+    positions = dict.fromkeys(site.node for site in quantized_inputs(model))
+    return [_layer_name(nodes[position], position) for position in positions]
+
+
+def _layer_name(node: onnx.NodeProto, position: int) -> str:
+    return node.name or f"#{position}"
+
+
 def quantize_int8(
     plugin_model: onnx.ModelProto,
     amax: Mapping[str, float],
     high_precision: str = DEFAULT_HIGH_PRECISION,
+    keep: Collection[str] = (),
 ) -> onnx.ModelProto:
     """A copy of ``plugin_model`` with explicit int8 Q/DQ (see the module doc).
 
     ``amax`` maps activation tensor names (see ``activation_tensors``) to their calibrated
-    absolute maximum; ``high_precision`` is the type of everything not quantized. Raises
-    HgDeployError when ``amax`` lacks a tensor or holds a non-finite value, when a weight is not
-    a constant initializer, or when the opset is too old.
+    absolute maximum; ``high_precision`` is the type of everything not quantized; the layers
+    named in ``keep`` (see ``layer_names``) are left in it too: no Q/DQ on their inputs, float
+    weights (ModelOpt's nodes_to_exclude). Raises HgDeployError when ``amax`` lacks a tensor or
+    holds a non-finite value, when a weight is not a constant initializer, when ``keep`` names
+    no quantizable layer, or when the opset is too old.
     """
     if high_precision not in HIGH_PRECISIONS:
         raise HgDeployError(
             f"high precision must be one of {', '.join(HIGH_PRECISIONS)}, got {high_precision!r}"
         )
     _require_opset(plugin_model, high_precision)
-    sites = quantized_inputs(plugin_model)
+    unknown = set(keep) - set(layer_names(plugin_model))
+    if unknown:
+        raise HgDeployError(f"no quantizable layer named {min(unknown)!r} in the model")
+    nodes = plugin_model.graph.node
+    kept = {p for p, node in enumerate(nodes) if _layer_name(node, p) in set(keep)}
+    sites = [site for site in quantized_inputs(plugin_model) if site.node not in kept]
     needed = tensors_of(sites)
     _check_amax(needed, amax, high_precision)
     model = onnx.ModelProto()
     model.CopyFrom(plugin_model)
-    _Quantizer(model, high_precision).run(sites, {name: float(amax[name]) for name in needed})
+    _Quantizer(model, high_precision).run(
+        sites, {name: float(amax[name]) for name in needed}, skip_weights=kept
+    )
     if high_precision == "fp16":
         model = convert_fp16(model)
     set_metadata_props(
@@ -193,7 +215,9 @@ class _Quantizer:
         self._names = UniqueNames(self._graph)
         self._new_initializers: list[TensorProto] = []
 
-    def run(self, sites: list[QuantizedInput], amax: dict[str, float]) -> None:
+    def run(
+        self, sites: list[QuantizedInput], amax: dict[str, float], skip_weights: set[int]
+    ) -> None:
         graph = self._graph
         rewired: dict[int, list[QuantizedInput]] = {}
         for site in sites:
@@ -212,7 +236,7 @@ class _Quantizer:
                 nodes.extend(pairs[name])
         weight_cache: dict[str, str] = {}
         for position, node in enumerate(graph.node):
-            if node.op_type in WEIGHTED_OPS:
+            if node.op_type in WEIGHTED_OPS and position not in skip_weights:
                 nodes.extend(self._weight_dq(node, weight_cache))
             for site in rewired.get(position, ()):
                 node.input[site.index] = dequantized[site.tensor]

@@ -93,8 +93,8 @@ def precision_quality(
     if not feeds:
         raise HgDeployError("no inputs to compare the precisions on")
     outputs = list(spec.output_names)
-    reference_runs = _run_all(reference_model, feeds, outputs, threads)
-    candidate_runs = _run_all(candidate_model, feeds, outputs, threads)
+    reference_runs = run_all(reference_model, feeds, outputs, threads)
+    candidate_runs = run_all(candidate_model, feeds, outputs, threads)
     samples = sum(next(iter(feed.values())).shape[0] for feed in feeds)
     samples = min(samples, count) if count is not None else samples
     report = QualityReport(spec.name, reference, candidate, samples)
@@ -115,7 +115,7 @@ def precision_quality(
     return report
 
 
-def _run_all(
+def run_all(
     model: onnx.ModelProto,
     feeds: Sequence[dict[str, np.ndarray]],
     outputs: list[str],

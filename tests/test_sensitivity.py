@@ -1,0 +1,84 @@
+"""Per-layer int8 sensitivity: on a small conv net with one layer whose weights int8 cannot
+represent (a huge weight per output channel beside ordinary ones), that layer ranks first, and
+`keep` leaves exactly the named layers unquantized."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from hgdeploy.base.errors import HgDeployError
+from hgdeploy.precision.calibration import calibrate
+from hgdeploy.precision.int8 import layer_names, quantize_int8
+from hgdeploy.precision.sensitivity import layer_sensitivity
+
+CHANNELS = 4
+
+
+def _conv(name: str, source: str, weight: np.ndarray, output: str) -> tuple:
+    bias = np.zeros(weight.shape[0], np.float32)
+    node = helper.make_node("Conv", [source, f"{name}_w", f"{name}_b"], [output], name=name,
+                            pads=[1, 1, 1, 1])  # fmt: skip
+    return node, [numpy_helper.from_array(weight, f"{name}_w"),
+                  numpy_helper.from_array(bias, f"{name}_b")]  # fmt: skip
+
+
+def broken_net() -> onnx.ModelProto:
+    """conv_a -> relu -> conv_b -> relu -> conv_c; conv_a's last channel is dead (all zero), and
+    conv_b gives every output channel a 1e4 weight on it: per-channel int8 scales of 1e4/127
+    round all of conv_b's real weights (~N(0, 0.3)) to zero, though the output never sees 1e4."""
+    rng = np.random.default_rng(0)
+    a = rng.normal(scale=0.3, size=(CHANNELS, CHANNELS, 3, 3)).astype(np.float32)
+    a[-1] = 0
+    b = rng.normal(scale=0.3, size=(CHANNELS, CHANNELS, 3, 3)).astype(np.float32)
+    b[:, -1, 1, 1] = 1e4
+    c = rng.normal(scale=0.3, size=(CHANNELS, CHANNELS, 3, 3)).astype(np.float32)
+    nodes, weights = [], []
+    for name, source, weight, output in (("conv_a", "x", a, "ya"), ("conv_b", "ra", b, "yb"),
+                                         ("conv_c", "rb", c, "y")):  # fmt: skip
+        node, tensors = _conv(name, source, weight, output)
+        nodes.append(node)
+        weights.extend(tensors)
+        if output != "y":
+            nodes.append(
+                helper.make_node("Relu", [output], ["r" + output[1:]], name=f"relu_{output}")
+            )
+    graph = helper.make_graph(
+        nodes, "broken",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", CHANNELS, 16, 16])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", CHANNELS, 16, 16])],
+        weights,
+    )  # fmt: skip
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+@pytest.fixture(scope="module")
+def calibrated() -> tuple[onnx.ModelProto, dict[str, float], list[dict[str, np.ndarray]]]:
+    model = broken_net()
+    rng = np.random.default_rng(1)
+    feeds = [{"x": rng.normal(size=(2, CHANNELS, 16, 16)).astype(np.float32)} for _ in range(3)]
+    return model, calibrate(model, feeds), feeds
+
+
+def test_the_layer_int8_cannot_represent_ranks_first(calibrated: tuple) -> None:
+    model, amax, feeds = calibrated
+    ranking = layer_sensitivity(model, amax, feeds, ["y"])
+    assert ranking[0].layer == "conv_b"
+    assert ranking[0].relative_l2 > 0.5  # its real weights all round to zero
+    assert all(s.relative_l2 < 0.05 for s in ranking[1:])
+    assert {s.layer for s in ranking} == {"conv_a", "conv_b", "conv_c"}
+
+
+def test_keep_leaves_exactly_the_named_layers_in_float(calibrated: tuple) -> None:
+    model, amax, _ = calibrated
+    assert layer_names(model) == ["conv_a", "conv_b", "conv_c"]
+    kept = quantize_int8(model, amax, "fp32", keep={"conv_b"})
+    nodes = {node.name: node for node in kept.graph.node}
+    assert nodes["conv_b"].input[0] == "ra" and nodes["conv_b"].input[1] == "conv_b_w"
+    assert nodes["conv_a"].input[0] != "x" and nodes["conv_c"].input[0] != "rb"
+    dequantized = [n.input[0] for n in kept.graph.node if n.op_type == "DequantizeLinear"]
+    assert sum("conv_b_w" in name for name in dequantized) == 0
+    with pytest.raises(HgDeployError, match="no quantizable layer named 'relu_ya'"):
+        quantize_int8(model, amax, "fp32", keep={"relu_ya"})
