@@ -21,6 +21,7 @@ from hgdeploy.cli.options import CliGroup
 from hgdeploy.cli.parity import parity_command
 from hgdeploy.cli.plugins import plugins_command
 from hgdeploy.cli.predict import predict_command
+from hgdeploy.cli.sensitivity import sensitivity_command
 from hgdeploy.cli.standin import standin_command
 
 
@@ -47,6 +48,7 @@ for _command in (
     export_command,
     parity_command,
     build_command,
+    sensitivity_command,
     plugins_command,
     bench_command,
 ):
