@@ -88,7 +88,9 @@ def test_keep_leaves_exactly_the_named_layers_in_float(calibrated: tuple) -> Non
 def test_the_fallback_keeps_the_broken_layer_and_stops_at_the_target(calibrated: tuple) -> None:
     """Score: 1 - the output's relative L2 error against fp32 (a stand-in for AP)."""
     model, amax, feeds = calibrated
-    ranking = [s.layer for s in layer_sensitivity(model, amax, feeds, ["y"])]
+    def rank() -> list[str]:
+        return [s.layer for s in layer_sensitivity(model, amax, feeds, ["y"])]
+
     reference = np.concatenate([_run(model, feeds)])
     calls: list[list[str]] = []
 
@@ -97,7 +99,7 @@ def test_the_fallback_keeps_the_broken_layer_and_stops_at_the_target(calibrated:
         out = _run(quantize_int8(model, amax, "fp32", keep=set(kept)), feeds)
         return 1 - float(np.linalg.norm(out - reference) / np.linalg.norm(reference))
 
-    result = fall_back_to_target(ranking, score, target=0.95)
+    result = fall_back_to_target(rank, score, target=0.95)
     assert result.kept_layers == ["conv_b"] and result.score >= 0.95
     assert [step.kept for step in result.steps] == [0, 3, 1]  # plain, all, then bisection
     assert calls[0] == [] and result.steps[0].score < 0.5
@@ -106,13 +108,16 @@ def test_the_fallback_keeps_the_broken_layer_and_stops_at_the_target(calibrated:
 def test_an_unreachable_target_stops_with_how_close_it_got() -> None:
     scores = {0: 0.2, 1: 0.5, 2: 0.6}
     with pytest.raises(TargetUnreachable) as excinfo:
-        fall_back_to_target(["a", "b"], lambda kept: scores[len(kept)], target=0.9)
+        fall_back_to_target(lambda: ["a", "b"], lambda kept: scores[len(kept)], target=0.9)
     message = str(excinfo.value)
     assert "\n" not in message and "0.6000" in message and "plain int8 scores 0.2000" in message
 
 
 def test_a_met_target_keeps_nothing() -> None:
-    result = fall_back_to_target(["a", "b"], lambda kept: 1.0, target=0.9)
+    def never() -> list[str]:
+        raise AssertionError("ranked although plain int8 met the target")
+
+    result = fall_back_to_target(never, lambda kept: 1.0, target=0.9)
     assert result.kept_layers == [] and [s.kept for s in result.steps] == [0]
 
 

@@ -148,6 +148,10 @@ class BuildRequest:
     workspace_gib: float | None = None
     timing_cache: Path | None = None
     high_precision: str | None = None
+    # TensorRT int8: layers kept in high precision, and what the accuracy target that chose
+    # them measured (the sidecar records both); see evaluation.accuracy_target.
+    keep_layers: tuple[str, ...] | None = None
+    accuracy: dict[str, Any] | None = None
     prepare_only: bool = False
     force: bool = False  # replace an existing --output hgdeploy did not write
 
@@ -161,6 +165,7 @@ class BuildRequest:
             "--workspace": self.workspace_gib,
             "--timing-cache": self.timing_cache,
             "--high-precision": self.high_precision,
+            "--max-ap-drop": self.keep_layers,
             "--prepare-only": self.prepare_only or None,
         }
 

@@ -37,6 +37,7 @@ class TensorRtBackend(Backend):
             "--workspace",
             "--timing-cache",
             "--high-precision",
+            "--max-ap-drop",
             "--prepare-only",
         }
     )

@@ -115,6 +115,8 @@ def run_build_engine(
         ),
         high_precision=request.high_precision,
         calib_choice=choice,
+        keep=request.keep_layers or (),
+        accuracy=request.accuracy,
     )
     if request.prepare_only:
         return EngineResult(prepared, None)

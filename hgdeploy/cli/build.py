@@ -98,6 +98,26 @@ def chosen_precision(flags: dict[str, Any]) -> str | None:
     "ModelOpt does; fp32 isolates the int8 error).",
 )
 @click.option(
+    "--max-ap-drop",
+    type=float,
+    default=None,
+    help="TensorRT INT8: keep the most int8-sensitive layers in high precision until the "
+    "int8 graph's AP on --annotations/--images is within this many AP points of eager fp32.",
+)
+@click.option(
+    "--annotations",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="With --max-ap-drop: the held-out set's COCO annotations.",
+)
+@click.option(
+    "--images",
+    "images_dir",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="With --max-ap-drop: the held-out set's images.",
+)
+@click.option(
     "--prepare-only",
     is_flag=True,
     help="Stop after writing the precision-prepared ONNX (no TensorRT needed); --output then "
@@ -117,6 +137,9 @@ def build_command(
     calib_method: str | None,
     calib_percentile: float | None,
     high_precision: str | None,
+    max_ap_drop: float | None,
+    annotations: str | None,
+    images_dir: str | None,
     prepare_only: bool,
     force: bool,
     **profile: Any,
@@ -156,7 +179,11 @@ def build_command(
         prepare_only=prepare_only,
         force=force,
     )
+    if (annotations is not None or images_dir is not None) and max_ap_drop is None:
+        raise HgDeployError("--annotations/--images are the held-out set of --max-ap-drop")
     with console.status("building") as status:
+        if max_ap_drop is not None:
+            request = _to_accuracy_target(request, annotations, images_dir, max_ap_drop, status)
         result = run_build(request, on_step=lambda text: status.update(text))
     for line in result.summary:
         console.print(line)
@@ -164,6 +191,30 @@ def build_command(
         _print_quality(result.quality, result.precision)
     for line in result.closing:
         console.print(line)
+
+
+def _to_accuracy_target(
+    request: Any, annotations: str | None, images_dir: str | None, drop: float, status: Any
+) -> Any:
+    """The request with the layers an accuracy target keeps in high precision (printed)."""
+    from hgdeploy.evaluation.accuracy_target import int8_request_to_target
+
+    if annotations is None or images_dir is None:
+        raise HgDeployError("--max-ap-drop needs a held-out set: --annotations and --images")
+    request = int8_request_to_target(
+        request,
+        path_or_none(annotations, "--annotations"),  # type: ignore[arg-type]
+        path_or_none(images_dir, "--images"),  # type: ignore[arg-type]
+        drop,
+        on_step=lambda text: status.update(text),
+    )
+    record = request.accuracy
+    console.print(
+        f"accuracy target: AP {record['reached']:.4f} with {len(request.keep_layers)} layers in "
+        f"high precision (eager fp32 {record['eager_fp32']:.4f}, drop "
+        f"{record['drop_points']:.2f} points <= {drop}): {', '.join(request.keep_layers) or '-'}"
+    )
+    return request
 
 
 def _print_quality(quality: Any, precision: str) -> None:

@@ -109,7 +109,7 @@ def evaluate(
     out_dir = _check_outputs(output, annotations, images_dir, deployments, checkpoint, force)
     runs = []
     for deployment in (Deployment(), *deployments):
-        runs.append(_score(spec, labeled, deployment, checkpoint, seed, progress))
+        runs.append(score_deployment(spec, labeled, deployment, checkpoint, seed, progress))
     evaluation = Evaluation(name, str(annotations), str(images_dir), "AP", runs)
     if out_dir is not None:
         evaluation.written = _write(evaluation, out_dir)
@@ -144,7 +144,7 @@ def _output_files(directory: Path, runs: int) -> list[Path]:
     return [directory / PREDICTIONS_FILE, *extra, directory / METRICS_FILE, directory / PLOT_FILE]
 
 
-def _score(
+def score_deployment(
     spec: ModelSpec,
     labeled: LabeledSet,
     deployment: Deployment,

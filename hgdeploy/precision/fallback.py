@@ -39,11 +39,15 @@ class TargetUnreachable(HgDeployError):
     """Even every ranked layer in high precision misses the target."""
 
 
-def fall_back_to_target(ranking: Sequence[str], score: Score, target: float) -> FallbackResult:
-    """The smallest measured prefix of `ranking` whose score meets `target` (see module doc);
-    TargetUnreachable (one line, with the best score reached) when none does."""
+def fall_back_to_target(
+    rank: Callable[[], Sequence[str]], score: Score, target: float
+) -> FallbackResult:
+    """The smallest measured prefix of the ranking whose score meets `target` (see module
+    doc); `rank` runs only when plain int8 misses. TargetUnreachable (one line, with the best
+    score reached) when no prefix meets it."""
     steps: list[FallbackStep] = []
     measured: dict[int, float] = {}
+    ranking: Sequence[str] = ()
 
     def measure(count: int) -> float:
         if count not in measured:
@@ -53,6 +57,7 @@ def fall_back_to_target(ranking: Sequence[str], score: Score, target: float) -> 
 
     if measure(0) >= target:
         return FallbackResult(target, [], measured[0], steps)
+    ranking = rank()
     if measure(len(ranking)) < target:
         best = max(measured.values())
         raise TargetUnreachable(

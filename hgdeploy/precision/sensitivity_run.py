@@ -10,8 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from hgdeploy.base.artifacts import artifact_files
-from hgdeploy.base.export_settings import INPUT_NAME
-from hgdeploy.base.onnx_files import check_fp32_source, input_dims, load_onnx
+from hgdeploy.base.onnx_files import check_fp32_source, load_onnx
 from hgdeploy.base.outputs import check_output
 from hgdeploy.base.zoo import get_spec
 from hgdeploy.exporters.lowering import lower_corner_pools
@@ -21,6 +20,7 @@ from hgdeploy.precision.calibration_methods import CalibrationChoice
 from hgdeploy.precision.calibration_source import calibration_images, image_source, unpack
 from hgdeploy.precision.qdq_placement import activation_tensors
 from hgdeploy.precision.sensitivity import LayerProgress, LayerSensitivity, layer_sensitivity
+from hgdeploy.precision.tensorrt_graphs import feed_batch
 
 JSON_FILE, PLOT_FILE = "sensitivity.json", "sensitivity.png"
 PLOTTED_LAYERS = 30
@@ -68,9 +68,7 @@ def run_sensitivity(
     check_fp32_source(spec.name, source, fp32)
     chosen, _ = calibration_images(calib_dir, calib_batches)
     names, pixels = unpack(chosen)
-    dims = input_dims(source, INPUT_NAME)
-    batch = dims[0] if isinstance(dims[0], int) and dims[0] > 0 else 1
-    feeds = calibration_feeds(spec, pixels, batch)
+    feeds = calibration_feeds(spec, pixels, feed_batch(source))
     amax = calibrate(lower_corner_pools(source), feeds, tensors=activation_tensors(source),
                      method=choice.method, percentile=choice.percentile)  # fmt: skip
     layers = layer_sensitivity(source, amax, feeds, spec.output_names, spec=spec,

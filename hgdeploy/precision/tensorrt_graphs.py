@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import shutil
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -95,6 +96,8 @@ def prepare_precision(
     measure_quality: bool = True,
     high_precision: str | None = None,
     calib_choice: CalibrationChoice | None = None,
+    keep: Sequence[str] = (),
+    accuracy: Mapping[str, Any] | None = None,
 ) -> PreparedModel:
     """Write ``output`` (the ONNX for a ``precision`` engine) and its sidecar; see module doc.
 
@@ -102,7 +105,9 @@ def prepare_precision(
     ``checkpoint``/``sha256``); by default it is read from the fp32 ONNX's sidecar. A
     calibration cache made with other weights, or for another model, is refused.
     ``high_precision`` (int8 only; default fp16) is the type of the layers left unquantized.
-    ``calib_choice`` (int8 only; default max) is how activation ranges are chosen.
+    ``calib_choice`` (int8 only; default max) is how activation ranges are chosen; ``keep``
+    (int8 only) names layers left in high precision (see ``int8.layer_names``), recorded in
+    the sidecar with ``accuracy`` (what an accuracy target measured, when one chose them).
     """
     spec = get_spec(name)
     if precision not in PRECISIONS:
@@ -131,12 +136,13 @@ def prepare_precision(
         default_cache=calibration_cache_path(output),
         calib_dir=calib_dir,
         batches=calib_batches,
-        batch=_feed_batch(source),
+        batch=feed_batch(source),
         choice=calib_choice,
     )
     return _prepare_int8(
-        spec, source, output, provenance, calibration, high_precision, measure_quality
-    )
+        spec, source, output, provenance, calibration, high_precision, measure_quality,
+        list(keep), accuracy,
+    )  # fmt: skip
 
 
 def _write(model: onnx.ModelProto, path: Path, fields: dict[str, Any]) -> Path:
@@ -194,9 +200,11 @@ def _prepare_int8(
     calibration: CalibrationSource,
     high_precision: str,
     measure_quality: bool,
+    keep: list[str],
+    accuracy: Mapping[str, Any] | None,
 ) -> PreparedModel:
     amax = _ranges(spec, source, provenance, calibration)
-    quantized = quantize_int8(source, amax, high_precision)
+    quantized = quantize_int8(source, amax, high_precision, keep=keep)
     quality, quality_names = None, []
     if measure_quality:
         quality_names, pixels = unpack(calibration.unseen[:QUALITY_IMAGES])
@@ -212,7 +220,11 @@ def _prepare_int8(
     fields = {
         **provenance,
         "calibration": described,
-        "quantization": _scheme_fields(source, quantized, high_precision),
+        "quantization": {
+            **_scheme_fields(source, quantized, high_precision),
+            "kept_in_high_precision": keep,
+        },
+        **({"accuracy_target": dict(accuracy)} if accuracy is not None else {}),
         "quality": _quality_fields(quality, quality_names),
     }
     sidecar = _write(quantized, output, fields)
@@ -245,7 +257,7 @@ def _ranges(
     return amax
 
 
-def _feed_batch(model: onnx.ModelProto) -> int:
+def feed_batch(model: onnx.ModelProto) -> int:
     """The model's static batch size, or 1 for a dynamic batch axis."""
     dims = input_dims(model, INPUT_NAME)
     return dims[0] if isinstance(dims[0], int) and dims[0] > 0 else 1
@@ -258,7 +270,7 @@ def _quality(
     images: list[np.ndarray],
     label: str,
 ) -> QualityReport:
-    batch = _feed_batch(reference)
+    batch = feed_batch(reference)
     feeds = calibration_feeds(spec, images, batch)
     return precision_quality(spec, reference, candidate, feeds, candidate=label, count=len(images))
 
