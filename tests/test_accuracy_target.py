@@ -89,3 +89,28 @@ def test_a_set_without_labels_is_refused(workdir: Path, tmp_path: Path) -> None:
     args = _build(workdir, tmp_path / "x.onnx", "1.0")
     args[args.index(str(val / "annotations.json"))] = str(tmp_path / "annotations.json")
     one_line_error(*run_cli(args), "no person keypoint labels")
+
+
+def test_the_sensitivity_command_ranks_layers_and_writes_json_and_png(
+    workdir: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The whole command on the real graph, measuring its first three layers (all ~300 take
+    minutes): ranked largest error first, files written together."""
+    from hgdeploy.precision import sensitivity_run
+
+    real = sensitivity_run.layer_sensitivity
+    first_three = layer_names(load_onnx(workdir / "hrnet.onnx"))[:3]
+    monkeypatch.setattr(
+        sensitivity_run, "layer_sensitivity",
+        lambda *args, **kwargs: real(*args, **{**kwargs, "layers": first_three}),
+    )  # fmt: skip
+    code, printed = run_cli(["sensitivity", "--model", "hrnet", "--onnx",
+                             str(workdir / "hrnet.onnx"), "--calib-batches", "1",
+                             "--output", str(tmp_path)])  # fmt: skip
+    assert code == 0, printed
+    report = json.loads((tmp_path / "sensitivity.json").read_text())
+    errors = [layer["relative_l2"] for layer in report["layers"]]
+    assert sorted(layer["layer"] for layer in report["layers"]) == sorted(first_three)
+    assert errors == sorted(errors, reverse=True) and errors[0] > 0
+    assert (tmp_path / "sensitivity.png").read_bytes()[:4] == b"\x89PNG"
+    assert report["calibration"]["method"] == "max" and "1." in printed
