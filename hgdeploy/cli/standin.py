@@ -10,6 +10,8 @@ from hgdeploy.base.console import console
 from hgdeploy.base.errors import HgDeployError
 from hgdeploy.cli.options import force_option, model_option, seed_option
 
+DEFAULT_FULL_STEPS = 100  # pose: the last steps at the zoo's input size
+
 
 @click.command("standin")
 @model_option
@@ -32,10 +34,10 @@ from hgdeploy.cli.options import force_option, model_option, seed_option
 @click.option(
     "--full-steps",
     type=click.IntRange(0),
-    default=100,
-    show_default=True,
+    default=None,
     help="Pose models: the last steps run at the zoo's input size (the rest at a reduced "
-    "size). Detectors train at 255x255 throughout.",
+    f"size; default {DEFAULT_FULL_STEPS} or --steps if fewer). Detectors train at 255x255 "
+    "throughout.",
 )
 @click.option("--batch", type=click.IntRange(4), default=8, show_default=True)
 @force_option
@@ -46,7 +48,7 @@ def standin_command(
     val_dir: str | None,
     val_count: int,
     steps: int,
-    full_steps: int,
+    full_steps: int | None,
     batch: int,
     force: bool,
     seed: int,
@@ -63,6 +65,11 @@ def standin_command(
     from hgdeploy.standin.scenes import check_empty_directory, write_set
 
     standin = get_standin(model_name)
+    if not standin.full_size_phase and full_steps is not None:
+        raise HgDeployError(f"--full-steps is for the pose stand-ins; {model_name} has no "
+                            "full-size phase")  # fmt: skip
+    if full_steps is None:
+        full_steps = min(DEFAULT_FULL_STEPS, steps) if standin.full_size_phase else 0
     if full_steps > steps:
         raise HgDeployError(f"--full-steps {full_steps} is more than --steps {steps}")
     checkpoint = check_output(output, force=force)

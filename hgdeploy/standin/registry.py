@@ -30,6 +30,7 @@ class Standin:
     train: Callable[[RunSettings, Progress | None], TrainResult]
     save: Callable[[nn.Module, Path], Path]  # the checkpoint, in the upstream layout
     held_out: Callable[[int, int], SceneSet]  # (count, seed) -> the validation set
+    full_size_phase: bool  # whether the last steps run at the zoo's input size (--full-steps)
 
 
 def _pose(name: str) -> Standin:
@@ -43,6 +44,7 @@ def _pose(name: str) -> Standin:
         train,
         lambda model, path: pose_training.save_checkpoint(model, name, path),
         lambda count, seed: pose_training.held_out_set(name, count, seed=seed),
+        full_size_phase=True,
     )
 
 
@@ -57,6 +59,7 @@ def _detector(name: str) -> Standin:
         train,
         lambda model, path: detector_training.save_detector_checkpoint(model, name, path),
         lambda count, seed: detector_training.detector_held_out_set(count, seed),
+        full_size_phase=False,
     )
 
 
