@@ -166,3 +166,23 @@ def test_build_refuses_methods_a_tool_lacks_before_any_work(
     code, printed = run_cli(["build", "--model", "hrnet", "--output", str(output), *args])
     one_line_error(code, printed, words)
     assert not list(tmp_path.iterdir())  # nothing exported, nothing written
+
+
+def _image_model(dims: list) -> onnx.ModelProto:
+    image = helper.make_tensor_value_info("image", TensorProto.FLOAT, dims)
+    out = helper.make_tensor_value_info("out", TensorProto.FLOAT, dims)
+    graph = helper.make_graph([helper.make_node("Relu", ["image"], ["out"])], "g", [image], [out])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_calibration_images_are_made_at_the_graphs_own_input_size() -> None:
+    """An `export --input-size 255x255` graph is calibrated on 255x255 inputs, not the zoo's."""
+    from hgdeploy.base.zoo import get_spec
+    from hgdeploy.precision.calibration import calibration_feeds, sized_for
+
+    spec = get_spec("squeeze")
+    sized = sized_for(spec, _image_model(["batch", 3, 255, 255]))
+    assert sized.input_hw == (255, 255) and sized.name == "squeeze"
+    assert sized_for(spec, _image_model(["batch", 3, "h", "w"])) is spec
+    pixels = np.zeros((40, 60, 3), np.uint8)
+    assert calibration_feeds(sized, [pixels], 1)[0]["image"].shape == (1, 3, 255, 255)

@@ -109,10 +109,11 @@ class OnnxRuntimeBackend(CpuArtifactBackend):
         calibration = None
         if precision == "int8":
             from hgdeploy.precision import onnxruntime_int8
+            from hgdeploy.precision.calibration import sized_for
 
             calibration = self.calibration(source, request)
             feeds = calibration_feeds_or_none(
-                calibration, source.spec, onnxruntime_int8.check_cache
+                calibration, sized_for(source.spec, source.lowered), onnxruntime_int8.check_cache
             )
             on_step(
                 "calibrating and quantizing (ONNX Runtime U8S8)" if feeds else "quantizing (cache)"

@@ -104,9 +104,12 @@ class OpenVinoBackend(CpuArtifactBackend):
         calibration = None
         if precision == "int8":
             from hgdeploy.precision import nncf_int8
+            from hgdeploy.precision.calibration import sized_for
 
             calibration = self.calibration(source, request)
-            feeds = calibration_feeds_or_none(calibration, source.spec, nncf_int8.check_cache)
+            feeds = calibration_feeds_or_none(
+                calibration, sized_for(source.spec, source.lowered), nncf_int8.check_cache
+            )
             on_step(
                 "collecting statistics and quantizing (NNCF)" if feeds else "quantizing (cache)"
             )

@@ -25,7 +25,7 @@ from hgdeploy.base.zoo import get_spec
 from hgdeploy.evaluation.labeled_set import load_labeled_set
 from hgdeploy.evaluation.run import Deployment, score_deployment
 from hgdeploy.exporters.onnx_export import fp32_onnx_for
-from hgdeploy.precision.calibration import calibration_feeds, read_calibration_cache
+from hgdeploy.precision.calibration import calibration_feeds, read_calibration_cache, sized_for
 from hgdeploy.precision.calibration_methods import CalibrationChoice
 from hgdeploy.precision.calibration_source import calibration_images, unpack
 from hgdeploy.precision.fallback import fall_back_to_target
@@ -82,7 +82,7 @@ def int8_request_to_target(
             source = load_onnx(fp32)
             amax = read_calibration_cache(cache)["amax"]
             _, pixels = unpack(calibration_images(request.calib_dir, batches)[0])
-            feeds = calibration_feeds(spec, pixels, feed_batch(source))
+            feeds = calibration_feeds(sized_for(spec, source), pixels, feed_batch(source))
             return [s.layer for s in layer_sensitivity(source, amax, feeds, spec.output_names,
                                                        spec=spec)]  # fmt: skip
 

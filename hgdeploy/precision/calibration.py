@@ -24,6 +24,7 @@ byte-identical to one quantized right after calibration.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import math
 from collections.abc import Iterator, Mapping, Sequence
@@ -39,6 +40,7 @@ from hgdeploy.base.artifacts import read_json, write_text_atomic
 from hgdeploy.base.errors import HgDeployError, first_line
 from hgdeploy.base.export_settings import INPUT_NAME
 from hgdeploy.base.images import preprocess
+from hgdeploy.base.onnx_files import input_dims
 from hgdeploy.base.zoo import ModelSpec
 from hgdeploy.exporters.lowering import runnable_model
 from hgdeploy.precision.calibration_methods import (
@@ -54,6 +56,20 @@ from hgdeploy.runners.onnxrt_runner import session_builder
 CACHE_FORMAT = "hgdeploy-calibration/2"
 CACHE_FAMILY = "hgdeploy-calibration/"
 METHOD = "max"
+
+
+def sized_for(spec: ModelSpec, model: onnx.ModelProto) -> ModelSpec:
+    """`spec` with the graph's static input height and width where they differ from the zoo's
+    (an export made with `--input-size`): calibration and quality images are then made at the
+    size the graph takes, as the pipelines feed it."""
+    dims = input_dims(model, INPUT_NAME)
+    if len(dims) != 4:
+        return spec
+    height, width = (dims[2], dims[3]) if spec.layout == "NCHW" else (dims[1], dims[2])
+    static = isinstance(height, int) and isinstance(width, int) and min(height, width) > 0
+    if static and (height, width) != tuple(spec.input_hw):
+        return dataclasses.replace(spec, input_hw=(height, width))
+    return spec
 
 
 def calibration_feeds(

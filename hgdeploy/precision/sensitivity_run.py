@@ -15,7 +15,7 @@ from hgdeploy.base.outputs import check_output
 from hgdeploy.base.zoo import get_spec
 from hgdeploy.exporters.lowering import lower_corner_pools
 from hgdeploy.exporters.onnx_export import fp32_onnx_for
-from hgdeploy.precision.calibration import calibrate, calibration_feeds
+from hgdeploy.precision.calibration import calibrate, calibration_feeds, sized_for
 from hgdeploy.precision.calibration_methods import CalibrationChoice
 from hgdeploy.precision.calibration_source import calibration_images, image_source, unpack
 from hgdeploy.precision.qdq_placement import activation_tensors
@@ -66,6 +66,7 @@ def run_sensitivity(
     fp32 = fp32_onnx_for(model, onnx_path, checkpoint)
     source = load_onnx(fp32)
     check_fp32_source(spec.name, source, fp32)
+    spec = sized_for(spec, source)
     chosen, _ = calibration_images(calib_dir, calib_batches)
     names, pixels = unpack(chosen)
     feeds = calibration_feeds(spec, pixels, feed_batch(source))

@@ -42,6 +42,7 @@ from hgdeploy.precision.calibration import (
     calibrate,
     calibration_feeds,
     read_calibration_cache,
+    sized_for,
     write_calibration_cache,
 )
 from hgdeploy.precision.calibration_methods import CalibrationChoice
@@ -117,6 +118,7 @@ def prepare_precision(
     fp32_onnx, output = Path(fp32_onnx), Path(output)
     source = load_onnx(fp32_onnx)
     check_fp32_source(spec.name, source, fp32_onnx)
+    spec = sized_for(spec, source)  # an --input-size export calibrates at its own size
     provenance = {
         "kind": "onnx",
         "model": spec.name,
