@@ -322,3 +322,15 @@ def test_lowering_without_pools_is_a_copy() -> None:
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 20)], ir_version=10)
     lowered = lower_corner_pools(model)
     assert lowered == model and lowered is not model
+
+
+def test_int8_targets_leave_the_infinity_padded_shift_chains_in_float() -> None:
+    """The lowering pads with -inf (a max never picks it); MinMax would give those tensors an
+    infinite range, so ONNX Runtime's U8S8 quantizer is told to skip every Pad, Slice and Max
+    of the chains (and nothing else)."""
+    from hgdeploy.precision.onnxruntime_int8 import infinity_padded_nodes
+
+    model = lower_corner_pools(single_pool_model("TopPool", ["N", 2, 8, 5], TensorProto.FLOAT))
+    excluded = infinity_padded_nodes(model)
+    chain = [n.name for n in model.graph.node if n.op_type in ("Pad", "Slice", "Max")]
+    assert sorted(excluded) == sorted(chain) and len(chain) == 3 * 3  # ceil(log2(8)) steps
