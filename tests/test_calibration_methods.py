@@ -50,7 +50,10 @@ def test_percentile_is_numpys_within_a_bin(percentile: float) -> None:
 
 
 def _loop_entropy(hist: np.ndarray, edges: np.ndarray, levels: int = 128) -> float:
-    """TensorRT's entropy calibration as its GTC 2017 slides spell it, one bin at a time."""
+    """TensorRT's entropy calibration as its GTC 2017 slides spell it, one bin at a time, with
+    ModelOpt's zero-bin rule (bin 0 counted as bin 1)."""
+    hist = hist.copy()
+    hist[0] = hist[1]
     best, best_i = math.inf, len(hist)
     for i in range(levels, len(hist) + 1):
         p = [float(c) for c in hist[:i]]
