@@ -26,11 +26,13 @@ from hgdeploy.standin.corner_losses import cornernet_loss
 from hgdeploy.standin.corner_targets import CornerTargets, corner_targets
 from hgdeploy.standin.scenes import SceneSet, detection_set
 from hgdeploy.standin.training import (
+    AUGMENTATION_STREAM,
     Progress,
     TrainResult,
     check_held_out_seed,
     cosine,
     detached_state,
+    take_step,
     training_seed,
     write_checkpoint,
 )
@@ -43,7 +45,6 @@ CHECKPOINT_FILE = {
     "squeeze": "CornerNet_Squeeze_stand-in.pkl",
     "cornernet": "CornerNet_stand-in.pkl",
 }
-_AUGMENTATION_STREAM = 2**32 - 1
 
 
 @dataclass(frozen=True)
@@ -150,15 +151,10 @@ def train_detector(
         seed = training_seed(config.seed, step)
         scenes = detection_set(config.batch, seed, config.input_hw, config.classes,
                                config.max_shapes)  # fmt: skip
-        rng = np.random.default_rng([seed, _AUGMENTATION_STREAM]) if config.flip else None
+        rng = np.random.default_rng([seed, AUGMENTATION_STREAM]) if config.flip else None
         inputs, targets = scene_batch(name, scenes, rng)
         loss = cornernet_loss(model.every_stack(inputs), targets)
-        optimiser.zero_grad(set_to_none=True)
-        loss.backward()
-        optimiser.step()
-        result.losses.append(loss.item())
-        if progress is not None:
-            progress(step + 1, config.steps, result.losses[-1])
+        take_step(optimiser, loss, result, progress, step + 1, config.steps)
     model.eval()
     return result
 

@@ -29,12 +29,14 @@ from hgdeploy.pipelines.hrnet import affine_transform
 from hgdeploy.pipelines.pose_boxes import hourglass_centre_scale, hrnet_centre_scale
 from hgdeploy.standin.scenes import SceneSet, pose_set
 from hgdeploy.standin.training import (
+    AUGMENTATION_STREAM,
     TRAINING_SEEDS,
     Progress,
     TrainResult,
     check_held_out_seed,
     cosine,
     detached_state,
+    take_step,
     training_seed,
     write_checkpoint,
 )
@@ -49,7 +51,6 @@ CHECKPOINT_FILES = {"hrnet": "final_state.pth", "hourglass": "checkpoint.pt"}
 _MEAN = np.asarray(IMAGENET_MEAN_RGB, np.float32).reshape(3, 1, 1)
 _STD = np.asarray(IMAGENET_STD_RGB, np.float32).reshape(3, 1, 1)
 _MIRROR = dict(COCO_FLIP_PAIRS) | {right: left for left, right in COCO_FLIP_PAIRS}
-_AUGMENTATION_STREAM = 2**32 - 1  # never an image index of pose_set's generators
 HEAD_INIT_STD = 0.001  # HRNet's init_weights for its output convs
 
 
@@ -271,16 +272,11 @@ def train_pose(
         count = (config.full_batch or config.batch) if full else config.batch
         seed = training_seed(config.seed, step)
         scenes = pose_set(count, seed, task.skeleton, config.scene_hw or spec.input_hw)
-        rng = np.random.default_rng([seed, _AUGMENTATION_STREAM]) if config.augment else None
+        rng = np.random.default_rng([seed, AUGMENTATION_STREAM]) if config.augment else None
         batch = scene_batch(name, scenes, input_hw, rng, config.sigma)
         inputs, targets, weights = (torch.from_numpy(part) for part in batch)
         loss = pose_loss(name, model(inputs), targets, weights)
-        optimiser.zero_grad(set_to_none=True)
-        loss.backward()
-        optimiser.step()
-        result.losses.append(loss.item())
-        if progress is not None:
-            progress(step + 1, config.steps, result.losses[-1])
+        take_step(optimiser, loss, result, progress, step + 1, config.steps)
     model.eval()
     return result
 

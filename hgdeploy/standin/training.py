@@ -18,6 +18,7 @@ from hgdeploy.models.checkpoints import check_compatible, read_state_dict
 TRAINING_SEEDS = 1_000_000  # scene seeds below this are held out; training's lie above
 _SEEDS_PER_RUN = 10_000_000  # each run seed owns this many step seeds
 
+AUGMENTATION_STREAM = 2**32 - 1  # the augmentation draws' generator key: no image index
 Progress = Callable[[int, int, float], None]  # (steps done, steps in all, this step's loss)
 
 
@@ -55,3 +56,20 @@ def write_checkpoint(model: nn.Module, saved: Mapping[str, object], path: Path) 
 
 def detached_state(model: nn.Module) -> dict[str, Tensor]:
     return {key: value.detach().cpu().clone() for key, value in model.state_dict().items()}
+
+
+def take_step(
+    optimiser: torch.optim.Optimizer,
+    loss: Tensor,
+    result: TrainResult,
+    progress: Progress | None,
+    done: int,
+    total: int,
+) -> None:
+    """One optimiser step on `loss`, recorded in `result` and reported to `progress`."""
+    optimiser.zero_grad(set_to_none=True)
+    loss.backward()
+    optimiser.step()
+    result.losses.append(loss.item())
+    if progress is not None:
+        progress(done, total, result.losses[-1])
