@@ -17,11 +17,13 @@ from hgdeploy.base.errors import HgDeployError
 from hgdeploy.base.precisions import INT8_HIGH_PRECISIONS, PRECISIONS
 from hgdeploy.cli.options import (
     RegistryChoice,
+    annotations_option,
     backend_option,
     backend_values,
     calibration_options,
     checkpoint_option,
     force_option,
+    images_dir_option,
     model_option,
     output_file_option,
     path_or_none,
@@ -104,19 +106,8 @@ def chosen_precision(flags: dict[str, Any]) -> str | None:
     help="TensorRT INT8: keep the most int8-sensitive layers in high precision until the "
     "int8 graph's AP on --annotations/--images is within this many AP points of eager fp32.",
 )
-@click.option(
-    "--annotations",
-    type=click.Path(dir_okay=False),
-    default=None,
-    help="With --max-ap-drop: the held-out set's COCO annotations.",
-)
-@click.option(
-    "--images",
-    "images_dir",
-    type=click.Path(file_okay=False),
-    default=None,
-    help="With --max-ap-drop: the held-out set's images.",
-)
+@annotations_option("With --max-ap-drop: the held-out set's COCO annotations.")
+@images_dir_option("With --max-ap-drop: the held-out set's images.")
 @click.option(
     "--prepare-only",
     is_flag=True,

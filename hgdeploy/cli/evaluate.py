@@ -7,6 +7,7 @@ from rich.table import Table
 
 from hgdeploy.base.console import console
 from hgdeploy.cli.options import (
+    annotations_option,
     backend_option,
     checkpoint_option,
     force_option,
@@ -20,11 +21,9 @@ from hgdeploy.cli.options import (
 
 @click.command("evaluate")
 @model_option
-@click.option(
-    "--annotations",
-    type=click.Path(dir_okay=False),
+@annotations_option(
+    "COCO-format annotations JSON (instances for detectors, person keypoints for pose).",
     required=True,
-    help="COCO-format annotations JSON (instances for detectors, person keypoints for pose).",
 )
 @images_dir_option("The directory holding the annotations' image files.", required=True)
 @click.option(

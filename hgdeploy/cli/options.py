@@ -204,9 +204,19 @@ force_option = click.option(
 )
 
 
-def output_dir_option(help: str) -> Callable[[F], F]:
+def output_dir_option(help: str, *, required: bool = False) -> Callable[[F], F]:
     """`--output DIR` of the commands that write a set of files into one directory."""
-    return click.option("--output", type=click.Path(file_okay=False), default=None, help=help)
+    return click.option(
+        "--output", type=click.Path(file_okay=False), default=None, required=required, help=help
+    )
+
+
+def annotations_option(help: str, *, required: bool = False) -> Callable[[F], F]:
+    """`--annotations FILE`: a COCO-format labeled set's JSON."""
+    return click.option(
+        "--annotations", type=click.Path(dir_okay=False), default=None, required=required,
+        help=help,
+    )  # fmt: skip
 
 
 def images_dir_option(help: str, *, required: bool = False) -> Callable[[F], F]:

@@ -12,6 +12,7 @@ from hgdeploy.cli.options import (
     checkpoint_option,
     force_option,
     model_option,
+    output_dir_option,
     path_or_none,
 )
 
@@ -23,11 +24,8 @@ SHOWN = 10
 @click.option("--onnx", "onnx_path", default=None, help="The fp32 ONNX (default: the export).")
 @checkpoint_option
 @calibration_options
-@click.option(
-    "--output",
-    type=click.Path(file_okay=False),
-    required=True,
-    help="Directory for sensitivity.json (every layer, ranked) and sensitivity.png.",
+@output_dir_option(
+    "Directory for sensitivity.json (every layer, ranked) and sensitivity.png.", required=True
 )
 @force_option
 def sensitivity_command(

@@ -62,7 +62,10 @@ def run_sensitivity(
     """Rank `model`'s quantizable layers; the same images calibrate and measure."""
     spec = get_spec(model)
     choice = choice or CalibrationChoice()
-    paths = [check_output(output / name, force=force) for name in (JSON_FILE, PLOT_FILE)]
+    inputs = {"--onnx": onnx_path, "--checkpoint": checkpoint}
+    paths = [
+        check_output(output / name, inputs=inputs, force=force) for name in (JSON_FILE, PLOT_FILE)
+    ]
     fp32 = fp32_onnx_for(model, onnx_path, checkpoint)
     source = load_onnx(fp32)
     check_fp32_source(spec.name, source, fp32)
