@@ -114,3 +114,101 @@ def test_the_sensitivity_command_ranks_layers_and_writes_json_and_png(
     assert errors == sorted(errors, reverse=True) and errors[0] > 0
     assert (tmp_path / "sensitivity.png").read_bytes()[:4] == b"\x89PNG"
     assert report["calibration"]["method"] == "max" and "1." in printed
+
+
+def _dequantized_inputs(model_path: Path, node_name: str) -> list[str]:
+    """The inputs of `node_name` that a DequantizeLinear produces (int8 there)."""
+    import onnx
+
+    model = onnx.load_model(str(model_path))
+    nodes = model.graph.node
+    dequantized = {out for n in nodes if n.op_type == "DequantizeLinear" for out in n.output}
+    node = next(n for n in model.graph.node if n.name == node_name)
+    return [name for name in node.input if name in dequantized]
+
+
+def test_onnxruntime_u8s8_falls_back_until_the_target_and_keeps_the_layer_in_float(
+    workdir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The real ONNX Runtime builds, with faked scores: eager 0.9, int8 0.1 unless the first
+    ranked layer is kept in float (then 0.895). The search measures 0, then both ranked
+    layers, then one; the artifact keeps exactly that layer out of the quantizer."""
+    use_cached_models(monkeypatch)
+    first_two = layer_names(load_onnx(workdir / "hrnet.onnx"))[:2]
+
+    def fake_score(spec, labeled, deployment, *args) -> RunScore:
+        if deployment.artifact is None:
+            return RunScore("eager", "torch", None, {"AP": 0.9}, 0.0, [])
+        record = json.loads(Path(f"{deployment.artifact}.json").read_text())
+        kept = record["quantization"]["kept_in_high_precision"]
+        return RunScore("x", "onnxruntime", None, {"AP": 0.895 if first_two[0] in kept else 0.1},
+                        0.0, [])  # fmt: skip
+
+    monkeypatch.setattr(accuracy_target, "score_deployment", fake_score)
+    monkeypatch.setattr(
+        accuracy_target, "layer_sensitivity",
+        lambda *args, **kwargs: [LayerSensitivity(n, "Conv", 1.0, None) for n in first_two],
+    )  # fmt: skip
+    output = workdir / "ort_target.onnx"
+    args = _build(workdir, output, "1.0")
+    for flag in ("--prepare-only", "--batch"):
+        at = args.index(flag)
+        del args[at : at + (1 if flag == "--prepare-only" else 2)]
+    args[args.index("tensorrt")] = "onnxruntime"
+    code, printed = run_cli(args)
+    assert code == 0, printed
+    assert "with 1 layers in high precision" in printed and first_two[0] in printed
+    record = json.loads(output.with_name(output.name + ".json").read_text())
+    assert record["quantization"]["kept_in_high_precision"] == [first_two[0]]
+    target = record["accuracy_target"]
+    assert [s["kept"] for s in target["steps"]] == [0, 2, 1] and target["reached"] == 0.895
+    assert _dequantized_inputs(output, first_two[0]) == []
+    assert _dequantized_inputs(output, first_two[1])  # the other ranked layer is int8
+
+
+def test_onnxruntime_u8s8_refuses_to_keep_a_layer_the_graph_lacks(
+    workdir: Path, tmp_path: Path
+) -> None:
+    """ONNX Runtime's quantizer ignores unknown `nodes_to_exclude`: hgdeploy must not."""
+    from hgdeploy.exporters.lowering import runnable_model
+    from hgdeploy.precision.onnxruntime_int8 import quantize_u8s8
+
+    lowered = runnable_model(load_onnx(workdir / "hrnet.onnx"))
+    with pytest.raises(Exception, match="cannot keep 'no_such_conv' in float"):
+        quantize_u8s8(lowered, feeds=[{}], cache=tmp_path / "cache.json", write_cache=True,
+                      keep=["no_such_conv"])  # fmt: skip
+    assert not (tmp_path / "cache.json").exists()
+
+
+def test_openvino_int8_keeps_named_layers_out_of_nncf(workdir: Path, tmp_path: Path) -> None:
+    """NNCF quantizes a conv by a FakeQuantize on its input; a kept layer (conv with a bias,
+    which OpenVINO splits into convolution + Add) has none, its neighbour still does, and
+    the statistics cache of the plain build serves the build that keeps it."""
+    import openvino as ov
+
+    from hgdeploy.backends import BuildRequest
+    from hgdeploy.backends.build_job import run_build
+
+    first, second = layer_names(load_onnx(workdir / "hrnet.onnx"))[:2]
+    common = {"onnx": workdir / "hrnet.onnx", "calib_batches": 1}
+    plain = run_build(BuildRequest("hrnet", "openvino", "int8", output=tmp_path / "plain.xml",
+                                   **common))  # fmt: skip
+    run_build(BuildRequest("hrnet", "openvino", "int8", output=tmp_path / "kept.xml",
+                                  calib_cache=plain.calibration_cache, keep_layers=(first,),
+                                  **common))  # fmt: skip
+
+    def quantized_input(xml: Path, layer: str) -> bool:
+        ops = {op.get_friendly_name(): op for op in ov.Core().read_model(xml).get_ops()}
+        conv = ops.get(f"{layer}/WithoutBiases") or ops[layer]
+        return conv.input_value(0).get_node().get_type_name() == "FakeQuantize"
+
+    assert quantized_input(tmp_path / "plain.xml", first)
+    assert not quantized_input(tmp_path / "kept.xml", first)
+    assert quantized_input(tmp_path / "kept.xml", second)
+    record = json.loads((tmp_path / "kept.xml.json").read_text())
+    assert record["quantization"]["kept_in_high_precision"] == [first]
+    with pytest.raises(Exception, match="cannot keep 'no_such_conv' in float"):
+        run_build(BuildRequest("hrnet", "openvino", "int8", output=tmp_path / "bad.xml",
+                               calib_cache=plain.calibration_cache,
+                               keep_layers=("no_such_conv",), **common))  # fmt: skip
+    assert not (tmp_path / "bad.xml").exists()

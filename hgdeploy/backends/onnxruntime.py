@@ -47,6 +47,7 @@ class OnnxRuntimeBackend(CpuArtifactBackend):
     artifact_suffix = ".onnx"
     cache_suffix = ".calib.json"
     sidecar_kind = "onnx"
+    build_options = frozenset({"--max-ap-drop"})  # int8: layers kept in float (keep_layers)
 
     def artifact_tag(self, precision: str) -> str:
         return ARTIFACT_TAGS[precision]
@@ -126,12 +127,16 @@ class OnnxRuntimeBackend(CpuArtifactBackend):
                     cache=cache,
                     write_cache=feeds is not None,
                     choice=calibration.choice,
+                    keep=request.keep_layers or (),
                 )
             fields["calibration"] = calibration.describe(method)
             fields["quantization"] = {
                 "scheme": onnxruntime_int8.SCHEME,
                 **onnxruntime_int8.qdq_summary(model),
+                "kept_in_high_precision": list(request.keep_layers or ()),
             }
+            if request.accuracy is not None:
+                fields["accuracy_target"] = dict(request.accuracy)
         set_metadata(model, source.provenance, fields.get("quantization", {}).get("scheme"))
         with artifact_files(source.output) as pending:
             onnx.save_model(model, str(pending.tmp()))

@@ -45,6 +45,7 @@ class OpenVinoBackend(CpuArtifactBackend):
     artifact_suffix = ".xml"
     cache_suffix = ".nncf-stats"
     sidecar_kind = "openvino-ir"
+    build_options = frozenset({"--max-ap-drop"})  # int8: layers kept in float (keep_layers)
 
     def artifact_tag(self, precision: str) -> str:
         return f"openvino-{precision}"
@@ -114,12 +115,20 @@ class OpenVinoBackend(CpuArtifactBackend):
                 "collecting statistics and quantizing (NNCF)" if feeds else "quantizing (cache)"
             )
             method, cache_format = calibration.method, nncf_int8.STATISTICS_FORMAT
+            kept = list(request.keep_layers or ())
+            ops = nncf_int8.ov_ops_for_layers(source.lowered, model, kept)
             with calibration.cache_to_write(method, cache_format, directory=True) as statistics:
                 model = nncf_int8.quantize_nncf(
-                    model, feeds=feeds, statistics=statistics, write_statistics=feeds is not None
+                    model,
+                    feeds=feeds,
+                    statistics=statistics,
+                    write_statistics=feeds is not None,
+                    keep=ops,
                 )
             fields["calibration"] = calibration.describe(method)
-            fields["quantization"] = {"scheme": nncf_int8.SCHEME}
+            fields["quantization"] = {"scheme": nncf_int8.SCHEME, "kept_in_high_precision": kept}
+            if request.accuracy is not None:
+                fields["accuracy_target"] = dict(request.accuracy)
         output = source.output
         bin_path = output.with_suffix(".bin")
         # The .bin before the .xml: an .xml in place always has its weights beside it.

@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import logging
 import shutil
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from pathlib import Path
 
 import numpy as np
+import onnx
 import openvino as ov
 
 from hgdeploy.base.errors import HgDeployError, first_line
@@ -34,9 +35,11 @@ def quantize_nncf(
     feeds: Sequence[dict[str, np.ndarray]] | None,
     statistics: Path,
     write_statistics: bool,
+    keep: Collection[str] = (),
 ) -> ov.Model:
     """The NNCF int8 model; statistics collected on ``feeds`` and saved to the directory
-    ``statistics`` (with ``write_statistics``), or loaded from it."""
+    ``statistics`` (with ``write_statistics``), or loaded from it. ``keep`` names OpenVINO ops
+    left in float (NNCF's ignored scope; see `ov_ops_for_layers`)."""
     import nncf
     from nncf.common.factory import StatisticsAggregatorFactory
     from nncf.openvino.graph.model_utils import remove_friendly_name_duplicates
@@ -58,7 +61,7 @@ def quantize_nncf(
         # and a quantized Maximum reading it gets an infinite MinMax range that wipes out the
         # heads (trained squeeze stand-in: box AP 0.19 against 0.67). So the pools' Pad and
         # Maximum stay fp32, as they do in the TensorRT int8 graph.
-        ignored_scope=nncf.IgnoredScope(types=["Pad", "Maximum"], validate=False),
+        ignored_scope=nncf.IgnoredScope(names=list(keep), types=["Pad", "Maximum"], validate=False),
     )
     graph = GraphConverter.create_nncf_graph(model)
     aggregator = StatisticsAggregatorFactory.create(model, nncf.Dataset(samples))
@@ -77,6 +80,37 @@ def quantize_nncf(
     quantized = algorithm.apply(model, graph, aggregator.statistic_points)
     compress_quantize_weights_transformation(quantized)  # int8 weights in the IR, as nncf does
     return quantized
+
+
+# An ONNX conv with a bias becomes OpenVINO's bias-free convolution + Add; NNCF quantizes the
+# convolution, so a kept conv names that op (the Add carries the ONNX output's tensor name).
+_BIASED = {"Conv", "ConvTranspose"}
+_CONVOLUTIONS = {"Convolution", "GroupConvolution", "ConvolutionBackpropData"}
+
+
+def ov_ops_for_layers(
+    source: onnx.ModelProto, model: ov.Model, layers: Collection[str]
+) -> list[str]:
+    """The friendly names of the OpenVINO ops that ONNX nodes `layers` (hgdeploy's layer
+    names, `int8.layer_names`) became, found through their output tensor's name, which the
+    ONNX frontend keeps; a layer with no such op is refused (NNCF would ignore it silently)."""
+    nodes = {node.name: node for node in source.graph.node}
+    by_tensor = {
+        name: op for op in model.get_ops() for out in op.outputs() for name in out.get_names()
+    }
+    names = []
+    for layer in layers:
+        node = nodes.get(layer)
+        op = by_tensor.get(node.output[0]) if node is not None and node.output else None
+        if op is not None and node is not None and node.op_type in _BIASED:
+            if op.get_type_name() == "Add":
+                op = op.input_value(0).get_node()
+            if op.get_type_name() not in _CONVOLUTIONS:
+                op = None
+        if op is None:
+            raise HgDeployError(f"cannot keep {layer!r} in float: no OpenVINO op came from it")
+        names.append(op.get_friendly_name())
+    return names
 
 
 def check_cache(path: Path) -> None:

@@ -24,7 +24,7 @@ from __future__ import annotations
 import logging
 import shutil
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -95,11 +95,14 @@ def quantize_u8s8(
     cache: Path,
     write_cache: bool,
     choice: CalibrationChoice | None = None,
+    keep: Collection[str] = (),
 ) -> onnx.ModelProto:
     """The U8S8 Q/DQ model of a plugin-free fp32 graph.
 
     With ``write_cache`` the ranges are calibrated on ``feeds`` and the cache is written to
     ``cache`` (atomically); otherwise they are read from ``cache`` and ``feeds`` is unused.
+    ``keep`` names nodes left in float (the quantizer's ``nodes_to_exclude``: no Q/DQ on their
+    inputs); a name the graph lacks is refused, since the quantizer would silently ignore it.
     """
     choice = choice or CalibrationChoice()
     choice.check_supported("ONNX Runtime", ORT_METHODS)
@@ -118,11 +121,13 @@ def quantize_u8s8(
         _QUANT_LOGGER.setLevel(logging.ERROR)  # its "consider pre-processing" advice is followed
         try:
             quant_pre_process(str(source), str(optimized), skip_symbolic_shape=True)
+            pre_processed = onnx.load_model(str(optimized))
+            _check_kept(pre_processed, keep)
             quantize_static(
                 str(optimized),
                 str(quantized),
                 _Feeds(feeds) if write_cache and feeds else None,
-                nodes_to_exclude=infinity_padded_nodes(onnx.load_model(str(optimized))),
+                nodes_to_exclude=infinity_padded_nodes(pre_processed) + list(keep),
                 quant_format=QuantFormat.QDQ,
                 per_channel=True,
                 reduce_range=False,
@@ -143,6 +148,15 @@ def quantize_u8s8(
         if write_cache:  # the caller commits it with its record (calibration_source)
             shutil.copyfile(work_cache, cache)
         return onnx.load_model(str(quantized))
+
+
+def _check_kept(model: onnx.ModelProto, keep: Collection[str]) -> None:
+    unknown = sorted(set(keep) - {node.name for node in model.graph.node})
+    if unknown:
+        raise HgDeployError(
+            f"cannot keep {unknown[0]!r} in float: the graph ONNX Runtime quantizes has no such "
+            f"node ({len(unknown)} unknown)"
+        )
 
 
 def infinity_padded_nodes(model: onnx.ModelProto) -> list[str]:
