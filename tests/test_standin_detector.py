@@ -5,6 +5,7 @@ the loss, and the checkpoint loads back in CornerNet-Lite's layout."""
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 from pathlib import Path
 
@@ -112,13 +113,16 @@ def test_losses_equal_their_formulas_element_by_element() -> None:
 
 def test_training_batches_follow_the_boxes_when_mirrored() -> None:
     scenes = detection_set(4, 1_000_123, (127, 127), classes=3)
-    plain, plain_targets = scene_batch("squeeze", scenes)
+    plain_batch = scene_batch("squeeze", scenes)
+    plain, plain_targets = plain_batch.inputs, plain_batch.targets
+    assert plain_batch.attention is None and plain_targets.tl_valid is None
 
     class Always:  # every image mirrored
         def random(self) -> float:
             return 0.0
 
-    mirrored, mirrored_targets = scene_batch("squeeze", scenes, Always())  # type: ignore[arg-type]
+    mirrored_batch = scene_batch("squeeze", scenes, Always())  # type: ignore[arg-type]
+    mirrored, mirrored_targets = mirrored_batch.inputs, mirrored_batch.targets
     assert torch.equal(mirrored, plain.flip(3))
     assert output_hw("squeeze", (127, 127)) == (16, 16) == tuple(plain_targets.tl_heat.shape[2:])
     assert torch.equal(plain_targets.mask, mirrored_targets.mask)
@@ -189,3 +193,107 @@ def test_the_standin_command_trains_a_detector_that_evaluate_and_predict_load(
     assert "squeeze on" in output and "+0.00" in output  # the eager run against itself
     run(["predict", "--model", "squeeze", "--checkpoint", str(checkpoint), "--image",
          str(val / "000001.png"), "--output", str(tmp_path / "predicted")])  # fmt: skip
+
+
+def test_saccade_attention_targets_mark_each_object_at_its_levels() -> None:
+    """Upstream's rule read directly: the larger side picks the levels (closed ranges, so 32
+    and 96 mark two), the centre divided by the level's stride (truncated) is the one cell."""
+    from hgdeploy.standin.saccade_targets import attention_hws, attention_targets
+
+    boxes = [np.array([[10.0, 10.0, 130.0, 60.0],  # 120 wide: the 1/16 level
+                       [200.0, 100.0, 232.0, 120.0],  # 32 wide: 1/8 and 1/4
+                       [3.0, 240.0, 8.0, 250.0]]),  # 10 high: 1/4
+             np.zeros((0, 4))]  # fmt: skip
+    maps = attention_targets(boxes, (255, 255))
+    assert [tuple(m.shape) for m in maps] == [(2, 1, h, w) for h, w in attention_hws((255, 255))]
+    assert attention_hws((255, 255)) == [(16, 16), (32, 32), (64, 64)]
+    expected = [{(int(35 / 16), int(70 / 16))},
+                {(int(110 / 8), int(216 / 8))},
+                {(int(110 / 4), int(216 / 4)), (int(245 / 4), int(5.5 / 4))}]  # fmt: skip
+    for level, cells in enumerate(expected):
+        marked = {(int(y), int(x)) for y, x in zip(*np.nonzero(maps[level][0, 0].numpy()))}
+        assert marked == cells and maps[level][1].sum() == 0
+
+
+def test_saccade_masks_objects_under_its_min_scale_out_of_the_heatmap_loss() -> None:
+    """An object under 16 pixels gets no slot and no bump; its corners' cells get valid 0."""
+    boxes = [np.array([[10.0, 20.0, 100.0, 90.0], [150.0, 150.0, 160.0, 162.0]])]
+    targets = corner_targets(boxes, [np.array([1, 1])], (255, 255), (64, 64), categories=3,
+                             min_overlap=0.5, min_scale=16)  # fmt: skip
+    assert targets.mask[0].sum() == 1 and (targets.tl_heat == 1).sum() == 1
+    ratio = 64 / 255
+    assert targets.tl_valid is not None and targets.br_valid is not None
+    assert targets.tl_valid[0, 1, int(150 * ratio), int(150 * ratio)] == 0
+    assert targets.br_valid[0, 1, int(162 * ratio), int(160 * ratio)] == 0
+    assert targets.tl_valid[0, 1, int(20 * ratio), int(10 * ratio)] == 1
+    assert targets.tl_valid[0, [0, 2]].min() == 1
+
+
+def test_saccade_loss_equals_its_formula_term_by_term() -> None:
+    """CornerNet_Saccade_Loss written out: per stack the masked focal loss and the CornerNet
+    terms; per level the attention focal loss averaged over stacks; all over the stacks."""
+    from hgdeploy.standin.corner_losses import cornernet_loss, saccade_loss
+
+    generator = torch.Generator().manual_seed(3)
+    boxes = [np.array([[10.0, 20.0, 100.0, 90.0], [150.0, 150.0, 160.0, 162.0]])]
+    targets = corner_targets(boxes, [np.array([0, 1])], (255, 255), (16, 16), categories=2,
+                             min_overlap=0.5, min_scale=16)  # fmt: skip
+    attention = [torch.zeros(1, 1, s, s) for s in (4, 8, 16)]
+    attention[2][0, 0, 3, 5] = 1
+
+    def stack() -> tuple[torch.Tensor, ...]:
+        shapes = [(1, 2, 16, 16)] * 2 + [(1, 1, 16, 16)] * 2 + [(1, 2, 16, 16)] * 2
+        shapes += [(1, 1, s, s) for s in (4, 8, 16)]
+        return tuple(torch.randn(s, generator=generator) for s in shapes)
+
+    stacks = [stack(), stack()]
+    unmasked = dataclasses.replace(targets, tl_valid=None, br_valid=None)
+
+    def masked_focal(logits: torch.Tensor, truth: torch.Tensor, valid: torch.Tensor) -> float:
+        total, positives = 0.0, 0
+        for p, t, v in zip(logits.sigmoid().clamp(1e-4, 1 - 1e-4).flatten().tolist(),
+                           truth.flatten().tolist(), valid.flatten().tolist()):  # fmt: skip
+            if t == 1:
+                positives += 1
+                total += math.log(p) * (1 - p) ** 2 * v
+            else:
+                total += math.log(1 - p) * p**2 * (1 - t) ** 4 * v
+        return -total / positives if positives else -total
+
+    corner_only = cornernet_loss([s[:6] for s in stacks], unmasked).item() * 2
+    unmasked_focal = sum(focal_loss(s[0], targets.tl_heat).item()
+                         + focal_loss(s[1], targets.br_heat).item() for s in stacks)  # fmt: skip
+    masked = sum(masked_focal(s[0], targets.tl_heat, targets.tl_valid)
+                 + masked_focal(s[1], targets.br_heat, targets.br_valid) for s in stacks)  # fmt: skip
+    ones = torch.ones(1)
+    attention_terms = sum(
+        sum(masked_focal(s[6 + level], truth, ones.expand_as(truth)) for s in stacks) / 2
+        for level, truth in enumerate(attention)
+    )
+    expected = (corner_only - unmasked_focal + masked + attention_terms) / 2
+    assert saccade_loss(stacks, targets, attention).item() == pytest.approx(expected, rel=1e-5)
+
+
+def test_a_few_saccade_steps_lower_its_loss_on_a_fixed_batch(tmp_path: Path) -> None:
+    """Saccade's every_stack gives each stack's heads and attention logits at the maps'
+    sizes, and four steps on one fixed batch lower the loss; the checkpoint loads back."""
+    torch.manual_seed(0)
+    fixed = detection_set(2, 1_000_079, (127, 127), classes=2, max_objects=2)
+    model = prior_heads(copy.deepcopy(synthetic_model("saccade")))
+    with torch.no_grad():
+        stacks = model.every_stack(torch.zeros(1, 3, 127, 127))
+    assert len(stacks) == 3 and [tuple(t.shape[2:]) for t in stacks[0][6:]] == [
+        (8, 8), (16, 16), (32, 32)]  # fmt: skip
+    patch = pytest.MonkeyPatch()
+    patch.setattr(detector_training, "detection_set", lambda *args, **kwargs: fixed)
+    try:
+        config = DetectorTrainConfig(steps=4, batch=2, input_hw=(127, 127), warmup=1, flip=False)
+        result = train_detector("saccade", config, model=model)
+    finally:
+        patch.undo()
+    assert all(np.isfinite(result.losses)) and result.losses[-1] < 0.9 * result.losses[0]
+    loaded = load_model("saccade", checkpoint=save_detector_checkpoint(result.model, "saccade",
+                                                                      tmp_path))  # fmt: skip
+    inputs = torch.rand((1, 3, 127, 127), generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        assert all(torch.equal(a, b) for a, b in zip(loaded(inputs), result.model(inputs)))

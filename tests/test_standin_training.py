@@ -182,8 +182,7 @@ def test_the_checkpoint_loads_back_with_the_same_outputs(
 
 def test_the_standin_command_writes_a_checkpoint_every_command_loads(tmp_path: Path) -> None:
     """`hgdeploy standin` (two steps) -> checkpoint + held-out set -> `evaluate` and `predict`
-    load it as --checkpoint; saccade is refused in one line until its attention maps have
-    targets."""
+    load it as --checkpoint; a name that is no zoo model is refused in one line."""
     from click.testing import CliRunner
 
     from hgdeploy.cli import main
@@ -202,5 +201,7 @@ def test_the_standin_command_writes_a_checkpoint_every_command_loads(tmp_path: P
     assert "+0.0000" in output  # the eager run against itself
     run(["predict", "--model", "hrnet", "--checkpoint", str(checkpoint), "--image",
          str(next(val.glob("*.png")))])  # fmt: skip
-    refused = CliRunner().invoke(main, ["standin", "--model", "saccade", "--output", "x.pkl"])
-    assert refused.exit_code == 1 and "attention maps need targets" in refused.output
+    from hgdeploy.standin.registry import get_standin
+
+    with pytest.raises(HgDeployError, match="no stand-in for resnet: it is not a zoo model"):
+        get_standin("resnet")

@@ -160,3 +160,13 @@ class CornerNetSaccade(CornerNetHeads):
             torch.sigmoid(att(level)) for att, level in zip(self.att_modules[-1], levels[-1])
         )
         return self._last_stack_heads(features[-1]) + atts
+
+    def every_stack(self, image: Tensor) -> list[tuple[Tensor, ...]]:
+        """Each stack's six raw heads and its three raw attention logits (coarsest first),
+        as upstream's `_train`: every stack's attention maps are supervised."""
+        features, levels = self.hg(image)
+        return [
+            self._stack_heads(stack, feature)
+            + tuple(att(level) for att, level in zip(self.att_modules[stack], levels[stack]))
+            for stack, feature in enumerate(features)
+        ]

@@ -1,6 +1,8 @@
 """CornerNet's training loss (CornerNet-Lite `py_utils/losses.py` `CornerNet_Loss`), for
 detector stand-ins: per stack, the heatmaps' focal loss, the tags' pull/push (associative
-embedding) loss and the offsets' smooth-L1 loss, summed and divided by the stack count."""
+embedding) loss and the offsets' smooth-L1 loss, summed and divided by the stack count.
+`saccade_loss` is its `CornerNet_Saccade_Loss`: the heatmaps' focal loss masked by the valid
+maps, plus the attention maps' focal loss."""
 
 from __future__ import annotations
 
@@ -15,13 +17,15 @@ PROBABILITY_CLAMP = 1e-4  # upstream's _sigmoid keeps log() finite
 EPS = 1e-4  # upstream's guard in every division by an object count
 
 
-def focal_loss(logits: Tensor, truth: Tensor) -> Tensor:
+def focal_loss(logits: Tensor, truth: Tensor, valid: Tensor | None = None) -> Tensor:
     """CornerNet's variant of the focal loss (alpha 2, beta 4): positives are truth == 1,
-    negatives are down-weighted by (1 - truth)^4 near a bump; normalised by the positives."""
+    negatives are down-weighted by (1 - truth)^4 near a bump; normalised by the positives.
+    `valid` (Saccade's `_focal_loss_mask`) weights every cell's term (0: not counted)."""
     p = torch.sigmoid(logits).clamp(PROBABILITY_CLAMP, 1 - PROBABILITY_CLAMP)
     positive = truth.eq(1)
-    negative_weight = torch.pow(1 - truth, 4) * truth.lt(1)
-    positive_loss = (torch.log(p) * torch.pow(1 - p, 2))[positive].sum()
+    weight = torch.ones_like(truth) if valid is None else valid
+    negative_weight = torch.pow(1 - truth, 4) * truth.lt(1) * weight
+    positive_loss = (torch.log(p) * torch.pow(1 - p, 2) * weight)[positive].sum()
     negative_loss = (torch.log(1 - p) * torch.pow(p, 2) * negative_weight).sum()
     count = positive.sum()
     if count == 0:
@@ -61,9 +65,29 @@ def offset_loss(offset: Tensor, truth: Tensor, mask: Tensor) -> Tensor:
 def cornernet_loss(stacks: Sequence[Sequence[Tensor]], targets: CornerTargets) -> Tensor:
     """Every stack's (tl_heat, br_heat, tl_tag, br_tag, tl_off, br_off) raw heads against the
     targets, pull/push/offset weights 1 as upstream; the sum divided by the stack count."""
+    return _corner_terms(stacks, targets) / max(len(stacks), 1)
+
+
+def saccade_loss(
+    stacks: Sequence[Sequence[Tensor]], targets: CornerTargets, attention: Sequence[Tensor]
+) -> Tensor:
+    """Every stack's six raw heads and three raw attention logits against the corner targets
+    (with their valid masks) and the per-level attention targets (`saccade_targets`). As
+    upstream: each level's attention focal loss summed over stacks and divided by the stack
+    count, added to the corner terms, the whole divided by the stack count again."""
+    attention_total = torch.zeros(())
+    for level, truth in enumerate(attention):
+        per_stack = sum((focal_loss(s[6 + level], truth) for s in stacks), torch.zeros(()))
+        attention_total = attention_total + per_stack / max(len(stacks), 1)
+    return (_corner_terms(stacks, targets) + attention_total) / max(len(stacks), 1)
+
+
+def _corner_terms(stacks: Sequence[Sequence[Tensor]], targets: CornerTargets) -> Tensor:
+    """The sum over stacks of the heatmaps' focal, tags' pull/push and offsets' losses."""
     total = torch.zeros(())
     for tl_heat, br_heat, tl_tag, br_tag, tl_off, br_off in (s[:6] for s in stacks):
-        total = total + focal_loss(tl_heat, targets.tl_heat) + focal_loss(br_heat, targets.br_heat)
+        total = total + focal_loss(tl_heat, targets.tl_heat, targets.tl_valid)
+        total = total + focal_loss(br_heat, targets.br_heat, targets.br_valid)
         tags = (gather_at(t, i).squeeze(2) for t, i in ((tl_tag, targets.tl_index),
                                                           (br_tag, targets.br_index)))  # fmt: skip
         pull, push = pull_push_loss(*tags, targets.mask)
@@ -72,4 +96,4 @@ def cornernet_loss(stacks: Sequence[Sequence[Tensor]], targets: CornerTargets) -
                                     targets.mask)  # fmt: skip
         total = total + offset_loss(gather_at(br_off, targets.br_index), targets.br_off,
                                     targets.mask)  # fmt: skip
-    return total / max(len(stacks), 1)
+    return total

@@ -4,6 +4,11 @@ Each box puts a Gaussian bump on its class's top-left and bottom-right heatmaps 
 truncated output cell, with the radius that keeps a box of corners within it at IoU >=
 `gaussian_iou` of the truth (CornerNet paper, section 3.2); the fraction the truncation drops
 is the offset target, and the flat cell index is where the tag and offset heads are read.
+
+CornerNet-Saccade's sampler (`sample/cornernet_saccade.py`) adds `min_scale`: an object whose
+larger side (in truncated input pixels) is below it gets no target; its bumps go into the
+`*_valid` masks instead, which take the loss off the cells around its corners (neither a
+positive nor a negative: the detector is not asked about objects that small).
 """
 
 from __future__ import annotations
@@ -67,6 +72,8 @@ class CornerTargets:
     br_off: Tensor
     tl_index: Tensor  # (B, MAX_OBJECTS) int64: y * w + x of the corner's cell
     br_index: Tensor
+    tl_valid: Tensor | None = None  # (B, C, h, w) 0 near a too-small object's corner, else 1
+    br_valid: Tensor | None = None  # (None: every cell counts, as in CornerNet's loss)
 
 
 def corner_targets(
@@ -76,9 +83,11 @@ def corner_targets(
     output_hw: tuple[int, int],
     categories: int,
     min_overlap: float = GAUSSIAN_IOU,
+    min_scale: int | None = None,
 ) -> CornerTargets:
     """Targets for images whose boxes[i] (N, 4: x1, y1, x2, y2 input pixels, clipped) carry
-    class indices classes[i] (N,), on heatmaps of `categories` channels at `output_hw`."""
+    class indices classes[i] (N,), on heatmaps of `categories` channels at `output_hw`;
+    with `min_scale`, Saccade's valid masks as well (see module doc)."""
     batch, (out_h, out_w) = len(boxes), output_hw
     ratio_h, ratio_w = out_h / input_hw[0], out_w / input_hw[1]
     tl_heat = np.zeros((batch, categories, out_h, out_w), np.float32)
@@ -86,9 +95,14 @@ def corner_targets(
     mask = np.zeros((batch, MAX_OBJECTS), bool)
     offsets = np.zeros((2, batch, MAX_OBJECTS, 2), np.float32)
     indices = np.zeros((2, batch, MAX_OBJECTS), np.int64)
+    small = np.zeros((2, *tl_heat.shape), np.float32)  # bumps of objects below min_scale
     for b, (image_boxes, image_classes) in enumerate(zip(boxes, classes, strict=True)):
-        for slot, (box, kind) in enumerate(zip(image_boxes[:MAX_OBJECTS], image_classes)):
+        slot = 0
+        for box, kind in zip(image_boxes, image_classes, strict=True):
             x1, y1, x2, y2 = (float(v) for v in box)
+            kept = min_scale is None or max(int(y2) - int(y1), int(x2) - int(x1)) >= min_scale
+            if kept and slot == MAX_OBJECTS:
+                continue
             height = math.ceil((y2 - y1) * ratio_h)
             width = math.ceil((x2 - x1) * ratio_w)
             radius = max(0, int(gaussian_radius(height, width, min_overlap)))
@@ -97,12 +111,17 @@ def corner_targets(
                 (1, (x2 * ratio_w, y2 * ratio_h), br_heat),
             ):
                 x, y = int(fx), int(fy)
-                draw_bump(heat[b, int(kind)], x, y, radius)
-                offsets[corner, b, slot] = (fx - x, fy - y)
-                indices[corner, b, slot] = y * out_w + x
-            mask[b, slot] = True
+                draw_bump((heat if kept else small[corner])[b, int(kind)], x, y, radius)
+                if kept:
+                    offsets[corner, b, slot] = (fx - x, fy - y)
+                    indices[corner, b, slot] = y * out_w + x
+            if kept:
+                mask[b, slot] = True
+                slot += 1
+    valid = [None, None] if min_scale is None else [torch.from_numpy(v == 0) for v in small]
     return CornerTargets(
         *(torch.from_numpy(t) for t in (tl_heat, br_heat, mask)),
         *(torch.from_numpy(o) for o in offsets),
         *(torch.from_numpy(i) for i in indices),
+        *(v.float() if v is not None else None for v in valid),
     )

@@ -1,10 +1,14 @@
-"""Train a CornerNet-family stand-in (zoo "squeeze", "cornernet") on generated shape scenes.
+"""Train a CornerNet-family stand-in (zoo "squeeze", "cornernet", "saccade") on generated shape
+scenes.
 
 As for the pose stand-ins, released checkpoints cannot be downloaded here; the detectors learn
 `scenes.detection_set`'s shapes instead (a few classes, fresh scenes every step). Inputs are made
 as the test pipeline makes them (RGB -> BGR, /255, COCO mean/std) at a reduced size of the
 128k-1 form the pipeline feeds natively (default 255x255, a quarter of the 511x511 pixels), with
-upstream's horizontal flip; the loss is upstream's on every stack (`corner_losses`).
+upstream's horizontal flip; the loss is upstream's on every stack (`corner_losses`). What
+differs per model is in `CORNER_TASKS`: Saccade's sampler draws its bumps at IoU 0.5, masks
+objects under 16 pixels out of the loss and adds attention targets (`saccade_targets`); its
+random crops around objects are not needed here (a scene already is one 255x255 view).
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from hgdeploy.base.errors import HgDeployError
 from hgdeploy.base.zoo import get_spec
@@ -22,8 +26,9 @@ from hgdeploy.models.cornernet import HEAT_BIAS_INIT, CornerNetHeads
 from hgdeploy.models.loader import load_model
 from hgdeploy.pipelines.categories import COCO_CATEGORY_IDS
 from hgdeploy.pipelines.cornernet import normalise_bgr
-from hgdeploy.standin.corner_losses import cornernet_loss
-from hgdeploy.standin.corner_targets import CornerTargets, corner_targets
+from hgdeploy.standin import saccade_targets
+from hgdeploy.standin.corner_losses import cornernet_loss, saccade_loss
+from hgdeploy.standin.corner_targets import GAUSSIAN_IOU, CornerTargets, corner_targets
 from hgdeploy.standin.scenes import SceneSet, detection_set
 from hgdeploy.standin.training import (
     AUGMENTATION_STREAM,
@@ -37,13 +42,30 @@ from hgdeploy.standin.training import (
     write_checkpoint,
 )
 
-DETECTOR_STANDINS = ("squeeze", "cornernet")  # saccade also needs its attention targets
+DETECTOR_STANDINS = ("squeeze", "cornernet", "saccade")
 SCENE_HW = (255, 255)  # 128k-1: the pipeline feeds such an image unpadded
 CLASSES = 4  # shape kinds in the stand-in task (of the heads' 80 channels)
 MAX_SHAPES = 4  # per scene
 CHECKPOINT_FILE = {
     "squeeze": "CornerNet_Squeeze_stand-in.pkl",
     "cornernet": "CornerNet_stand-in.pkl",
+    "saccade": "CornerNet_Saccade_stand-in.pkl",
+}
+
+
+@dataclass(frozen=True)
+class CornerTask:
+    """What a model's upstream sampler and loss do differently (see module doc)."""
+
+    gaussian_iou: float = GAUSSIAN_IOU
+    min_scale: int | None = None  # objects below it are masked out of the heatmap loss
+    attention: bool = False  # Saccade's attention maps are supervised too
+
+
+CORNER_TASKS = {
+    "squeeze": CornerTask(),
+    "cornernet": CornerTask(),
+    "saccade": CornerTask(saccade_targets.GAUSSIAN_IOU, saccade_targets.MIN_SCALE, attention=True),
 }
 
 
@@ -84,11 +106,18 @@ def output_hw(name: str, input_hw: tuple[int, int]) -> tuple[int, int]:
     return ((input_hw[0] + 1) // stride, (input_hw[1] + 1) // stride)
 
 
+@dataclass
+class DetectorBatch:
+    inputs: Tensor  # (N, 3, H, W), normalised as the pipeline feeds the network
+    targets: CornerTargets
+    attention: list[Tensor] | None  # Saccade: one (N, 1, h, w) map per level
+
+
 def scene_batch(
     name: str, scenes: SceneSet, rng: np.random.Generator | None = None
-) -> tuple[torch.Tensor, CornerTargets]:
-    """Network inputs (N, 3, H, W) and targets for scenes already at the training size;
-    mirrored with probability 1/2 per image when `rng` is given (upstream's boxes: x -> W-1-x)."""
+) -> DetectorBatch:
+    """Network inputs and targets for scenes already at the training size; mirrored with
+    probability 1/2 per image when `rng` is given (upstream's boxes: x -> W-1-x)."""
     height, width = scenes.images[0].shape[:2]
     by_image: dict[int, list[dict]] = {entry["id"]: [] for entry in scenes.coco["images"]}
     for annotation in scenes.coco["annotations"]:
@@ -109,11 +138,22 @@ def scene_batch(
         inputs.append(normalise_bgr(np.ascontiguousarray(bgr)))
         boxes.append(corners[kept])
         classes.append(np.array([class_of[a["category_id"]] for a in objects], int)[kept])
-    spec = get_spec(name)
-    categories = spec.outputs[0].shape[0]
+    task = CORNER_TASKS[name]
+    categories = get_spec(name).outputs[0].shape[0]
     targets = corner_targets(boxes, classes, (height, width), output_hw(name, (height, width)),
-                             categories)  # fmt: skip
-    return torch.from_numpy(np.stack(inputs)), targets
+                             categories, task.gaussian_iou, task.min_scale)  # fmt: skip
+    attention = (
+        saccade_targets.attention_targets(boxes, (height, width)) if task.attention else None
+    )
+    return DetectorBatch(torch.from_numpy(np.stack(inputs)), targets, attention)
+
+
+def detector_loss(model: CornerNetHeads, batch: DetectorBatch) -> Tensor:
+    """Upstream's training loss of the model on `batch`, over every stack."""
+    stacks = model.every_stack(batch.inputs)
+    if batch.attention is not None:
+        return saccade_loss(stacks, batch.targets, batch.attention)
+    return cornernet_loss(stacks, batch.targets)
 
 
 def prior_heads(model: CornerNetHeads) -> CornerNetHeads:
@@ -152,8 +192,7 @@ def train_detector(
         scenes = detection_set(config.batch, seed, config.input_hw, config.classes,
                                config.max_shapes)  # fmt: skip
         rng = np.random.default_rng([seed, AUGMENTATION_STREAM]) if config.flip else None
-        inputs, targets = scene_batch(name, scenes, rng)
-        loss = cornernet_loss(model.every_stack(inputs), targets)
+        loss = detector_loss(model, scene_batch(name, scenes, rng))
         take_step(optimiser, loss, result, progress, step + 1, config.steps)
     model.eval()
     return result

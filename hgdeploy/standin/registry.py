@@ -67,12 +67,10 @@ STANDINS: dict[str, Standin] = {
     **{name: _pose(name) for name in pose_training.STANDIN_MODELS},
     **{name: _detector(name) for name in detector_training.DETECTOR_STANDINS},
 }
-NOT_YET = {"saccade": "its attention maps need targets of their own (not built yet)"}
 
 
 def get_standin(name: str) -> Standin:
     """`name`'s trainer, or one line saying why there is none."""
     if name in STANDINS:
         return STANDINS[name]
-    why = NOT_YET.get(name, "it is not a zoo model")
-    raise HgDeployError(f"no stand-in for {name}: {why}; trained so far: {', '.join(STANDINS)}")
+    raise HgDeployError(f"no stand-in for {name}: it is not a zoo model ({', '.join(STANDINS)})")
