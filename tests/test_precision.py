@@ -416,7 +416,8 @@ def test_calibration_method_is_used_recorded_and_enforced_on_reuse(
     method: str, fp32_onnx: dict, workdir: Path
 ) -> None:
     """Same images, two methods: every range at most max's (both clip), the method in the
-    sidecar and the cache, and a cache of another method refused when a method is asked for."""
+    sidecar and the cache, a cache of another method refused when a method is asked for, and
+    a build from the method's own cache byte-identical to the calibrated one."""
     hrnet = fp32_onnx["hrnet"]
     common = {"calib_dir": None, "calib_cache": None, "calib_batches": 2,
               "checkpoint_info": None, "measure_quality": False}  # fmt: skip
@@ -436,3 +437,6 @@ def test_calibration_method_is_used_recorded_and_enforced_on_reuse(
         prepare_precision("hrnet", hrnet, "int8", workdir / "again.onnx", **{
             **common, "calib_cache": by_max.calibration_cache, "calib_choice": choice})  # fmt: skip
     assert "was made by 'max'" in _one_line_error(excinfo)
+    again = prepare_precision("hrnet", hrnet, "int8", workdir / f"again_{method}.onnx", **{
+        **common, "calib_cache": chosen.calibration_cache, "calib_choice": choice})  # fmt: skip
+    assert again.path.read_bytes() == chosen.path.read_bytes()  # the cache reproduces it

@@ -88,6 +88,7 @@ def test_keep_leaves_exactly_the_named_layers_in_float(calibrated: tuple) -> Non
 def test_the_fallback_keeps_the_broken_layer_and_stops_at_the_target(calibrated: tuple) -> None:
     """Score: 1 - the output's relative L2 error against fp32 (a stand-in for AP)."""
     model, amax, feeds = calibrated
+
     def rank() -> list[str]:
         return [s.layer for s in layer_sensitivity(model, amax, feeds, ["y"])]
 
@@ -111,6 +112,16 @@ def test_an_unreachable_target_stops_with_how_close_it_got() -> None:
         fall_back_to_target(lambda: ["a", "b"], lambda kept: scores[len(kept)], target=0.9)
     message = str(excinfo.value)
     assert "\n" not in message and "0.6000" in message and "plain int8 scores 0.2000" in message
+
+
+def test_when_every_layer_misses_the_counts_between_are_swept() -> None:
+    """Non-monotone scores (the HRNet stand-in's U8S8 AP was): all layers miss, 4 of 8 meet,
+    so 1, 2 and 4 are measured and 4 is the answer."""
+    scores = {0: 0.2, 1: 0.3, 2: 0.4, 4: 0.95, 8: 0.6}
+    ranking = [f"layer{i}" for i in range(8)]
+    result = fall_back_to_target(lambda: ranking, lambda kept: scores[len(kept)], target=0.9)
+    assert result.kept_layers == ranking[:4] and result.score == 0.95
+    assert [s.kept for s in result.steps] == [0, 8, 1, 2, 4]
 
 
 def test_a_met_target_keeps_nothing() -> None:

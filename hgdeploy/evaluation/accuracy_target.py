@@ -52,6 +52,9 @@ from hgdeploy.precision.sensitivity import layer_sensitivity
 from hgdeploy.precision.tensorrt_graphs import feed_batch, prepare_precision
 
 Step = Callable[[str], None]
+# Images the ranking runs each layer on (its ranges come from every calibration image): every
+# layer (HRNet has 418) is a graph of its own, run on each of them.
+RANKING_IMAGES = 4
 
 
 class CandidateMaker(Protocol):
@@ -104,7 +107,8 @@ def int8_request_to_target(
             _, pixels = unpack(calibration_images(request.calib_dir, batches)[0])
             feeds = calibration_feeds(sized_for(spec, source), pixels, feed_batch(source))
             amax = maker.ranges(feeds)
-            ranked = layer_sensitivity(source, amax, feeds, spec.output_names, spec=spec)
+            ranked = layer_sensitivity(source, amax, feeds[:RANKING_IMAGES], spec.output_names,
+                                       spec=spec)  # fmt: skip
             return [s.layer for s in ranked]
 
         result = fall_back_to_target(rank, score, target)
