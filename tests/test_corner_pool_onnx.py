@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -9,7 +10,7 @@ import onnx
 import onnxruntime as ort
 import pytest
 import torch
-from onnx import TensorProto, helper
+from onnx import TensorProto, helper, numpy_helper
 
 from hgdeploy.base.errors import HgDeployError
 from hgdeploy.exporters.corner_pool_ops import (
@@ -334,3 +335,46 @@ def test_int8_targets_leave_the_infinity_padded_shift_chains_in_float() -> None:
     excluded = infinity_padded_nodes(model)
     chain = [n.name for n in model.graph.node if n.op_type in ("Pad", "Slice", "Max")]
     assert sorted(excluded) == sorted(chain) and len(chain) == 3 * 3  # ceil(log2(8)) steps
+
+
+@pytest.mark.parametrize("method", ["max", "percentile", "entropy"])
+def test_onnx_runtime_calibrators_never_see_the_infinite_shift_tensors(
+    method: str, tmp_path: Path
+) -> None:
+    """Conv -> TopPool -> Conv, lowered, quantized by ONNX Runtime U8S8 with each of its
+    calibrators: its histogram methods failed on the -inf Pad outputs (range [0, inf]) until
+    Pad and Slice left its op types; every cached range is finite and both convs are int8."""
+    from hgdeploy.precision.calibration_methods import CalibrationChoice
+    from hgdeploy.precision.onnxruntime_int8 import quantize_u8s8
+
+    rng = np.random.default_rng(0)
+    weight = [numpy_helper.from_array(rng.standard_normal((2, 2, 1, 1)).astype(np.float32), n)
+              for n in ("w1", "w2")]  # fmt: skip
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["x", "w1"], ["a"], name="conv1"),
+         make_corner_pool_node("TopPool", "a", "b", name="pool"),
+         helper.make_node("Conv", ["b", "w2"], ["y"], name="conv2")],
+        "conv_pool_conv",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2, 8, 5])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2, 8, 5])],
+        weight,
+    )  # fmt: skip
+    opsets = [helper.make_opsetid("", 20), corner_pool_opset_import()]
+    lowered = lower_corner_pools(helper.make_model(graph, opset_imports=opsets, ir_version=10))
+    feeds = [{"x": rng.standard_normal((1, 2, 8, 5)).astype(np.float32)} for _ in range(3)]
+    choice = CalibrationChoice.from_options(method, 99.9 if method == "percentile" else None)
+    model = quantize_u8s8(lowered, feeds=feeds, cache=tmp_path / "cache.json", write_cache=True,
+                          choice=choice)  # fmt: skip
+    ranges = json.loads((tmp_path / "cache.json").read_text())
+    assert all(np.isfinite(v).all() for v in _numbers(ranges)) and ranges
+    dequantized = {o for n in model.graph.node if n.op_type == "DequantizeLinear" for o in n.output}
+    convs = [n for n in model.graph.node if n.op_type == "Conv"]
+    assert len(convs) == 2 and all(n.input[0] in dequantized for n in convs)
+
+
+def _numbers(value: object) -> list[float]:
+    if isinstance(value, dict):
+        return [x for v in value.values() for x in _numbers(v)]
+    if isinstance(value, list):
+        return [x for v in value for x in _numbers(v)]
+    return [float(value)] if isinstance(value, (int, float)) else []

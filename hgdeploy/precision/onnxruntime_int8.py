@@ -123,11 +123,13 @@ def quantize_u8s8(
             quant_pre_process(str(source), str(optimized), skip_symbolic_shape=True)
             pre_processed = onnx.load_model(str(optimized))
             _check_kept(pre_processed, keep)
+            padded = infinity_padded_nodes(pre_processed)
             quantize_static(
                 str(optimized),
                 str(quantized),
                 _Feeds(feeds) if write_cache and feeds else None,
-                nodes_to_exclude=infinity_padded_nodes(pre_processed) + list(keep),
+                nodes_to_exclude=padded + list(keep),
+                op_types_to_quantize=op_types_to_quantize(pre_processed, padded),
                 quant_format=QuantFormat.QDQ,
                 per_channel=True,
                 reduce_range=False,
@@ -182,6 +184,20 @@ def infinity_padded_nodes(model: onnx.ModelProto) -> list[str]:
                 excluded.append(feeder.name)
     excluded += [n.name for n in model.graph.node if n.op_type == "Max" and padded & set(n.input)]
     return excluded
+
+
+def op_types_to_quantize(model: onnx.ModelProto, padded: Sequence[str]) -> list[str] | None:
+    """ONNX Runtime's default op types (None) or, where the graph has -inf chains, those less
+    the chains' op types (Pad, Slice): its calibrators choose tensors by op type, not by node,
+    so an excluded Pad still has its -inf output calibrated. MinMax then records an unused
+    infinite range; Percentile and Entropy fail on it (numpy: "autodetected range of [0.0, inf]
+    is not finite", seen on the squeeze stand-in). Pad and Slice move data only."""
+    if not padded:
+        return None
+    from onnxruntime.quantization.registry import QDQRegistry, QLinearOpsRegistry
+
+    chain_types = {node.op_type for node in model.graph.node if node.name in set(padded)}
+    return sorted((set(QDQRegistry) | set(QLinearOpsRegistry)) - chain_types)
 
 
 def check_cache(path: Path) -> None:
