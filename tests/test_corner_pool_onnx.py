@@ -337,12 +337,12 @@ def test_int8_targets_leave_the_infinity_padded_shift_chains_in_float() -> None:
     assert sorted(excluded) == sorted(chain) and len(chain) == 3 * 3  # ceil(log2(8)) steps
 
 
-@pytest.mark.parametrize("method", ["max", "percentile", "entropy"])
+@pytest.mark.parametrize("method", ["max", "percentile"])
 def test_onnx_runtime_calibrators_never_see_the_infinite_shift_tensors(
     method: str, tmp_path: Path
 ) -> None:
     """Conv -> TopPool -> Conv, lowered, quantized by ONNX Runtime U8S8 with each of its
-    calibrators: its histogram methods failed on the -inf Pad outputs (range [0, inf]) until
+    calibrators: its histogram method failed on the -inf Pad outputs (range [0, inf]) until
     Pad and Slice left its op types; every cached range is finite and both convs are int8."""
     from hgdeploy.precision.calibration_methods import CalibrationChoice
     from hgdeploy.precision.onnxruntime_int8 import quantize_u8s8

@@ -259,7 +259,7 @@ calibration_options = compose(
         type=click.Choice(CALIBRATION_METHOD_NAMES),
         default=None,
         help="INT8: how activation ranges are chosen (default max). TensorRT: all four; "
-        "onnxruntime: max, percentile, entropy (its own calibrators); openvino: max (NNCF).",
+        "onnxruntime: max, percentile (its own calibrators); openvino: max (NNCF).",
     ),
     click.option(
         "--calib-percentile",

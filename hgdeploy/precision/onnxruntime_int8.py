@@ -21,8 +21,6 @@ lowering keeps every tensor name.
 
 from __future__ import annotations
 
-import contextlib
-import io
 import logging
 import shutil
 import tempfile
@@ -51,12 +49,16 @@ SCHEME = (
 )
 CACHE_FORMAT = "onnxruntime TensorsData JSON (quantize_static calibration_cache_path)"
 METHOD = "onnxruntime MinMax"
-# hgdeploy's --calib-method -> ONNX Runtime's own calibrator (it has no MSE method); its
-# entropy and percentile run on ORT's signed histograms, not hgdeploy's |x| ones.
+# hgdeploy's --calib-method -> ONNX Runtime's own calibrator; its percentile runs on ORT's
+# signed histograms, not hgdeploy's |x| ones. No MSE method exists there, and its Entropy is
+# not offered: through quantize_static it gets 128 histogram bins and 128 quantized bins, which
+# leaves its KL search one candidate, the whole histogram (measured: the squeeze stand-in's 468
+# Entropy ranges were exactly its MinMax ones), and run directly with TensorRT's 2048 bins its
+# Python search took over 15 minutes on the hourglass stand-in without finishing (~700
+# tensors, bins growing to ~2800 as histograms merge). TensorRT's Q/DQ path has entropy.
 ORT_METHODS: dict[str, CalibrationMethod] = {
     "max": CalibrationMethod.MinMax,
     "percentile": CalibrationMethod.Percentile,
-    "entropy": CalibrationMethod.Entropy,
 }
 
 
@@ -65,8 +67,6 @@ def method_label(choice: CalibrationChoice) -> str:
     name = ORT_METHODS[choice.method].name
     if choice.method == "percentile":
         return f"onnxruntime {name} {choice.percentile:g}"
-    if choice.method == "entropy":  # not quantize_static's one-candidate default (see below)
-        return f"onnxruntime {name} {ENTROPY_BINS} bins"
     return f"onnxruntime {name}"
 
 
@@ -127,14 +127,10 @@ def quantize_u8s8(
             _check_kept(pre_processed, keep)
             padded = infinity_padded_nodes(pre_processed)
             op_types = op_types_to_quantize(pre_processed, padded)
-            reader = _Feeds(feeds) if write_cache and feeds else None
-            if reader is not None and choice.method == "entropy":
-                _entropy_ranges(optimized, op_types, reader, work, work_cache)
-                reader = None  # quantize_static reads the ranges from the cache
             quantize_static(
                 str(optimized),
                 str(quantized),
-                reader,
+                _Feeds(feeds) if write_cache and feeds else None,
                 nodes_to_exclude=padded + list(keep),
                 op_types_to_quantize=op_types,
                 quant_format=QuantFormat.QDQ,
@@ -157,35 +153,6 @@ def quantize_u8s8(
         return onnx.load_model(str(quantized))
 
 
-# ONNX Runtime's EntropyCalibrater defaults to 128 histogram bins and 128 quantized bins, which
-# leaves its KL search one candidate: the whole histogram, i.e. MinMax's range (measured: the
-# squeeze stand-in's 468 Entropy ranges were exactly its MinMax ones). quantize_static does not
-# pass num_bins through, so hgdeploy runs the calibrator itself with TensorRT's 2048 bins.
-ENTROPY_BINS = 2048
-ENTROPY_QUANTIZED_BINS = 128
-
-
-def _entropy_ranges(
-    model: Path, op_types: list[str] | None, reader: _Feeds, work: Path, cache: Path
-) -> None:
-    """ONNX Runtime's entropy calibration with a real threshold search, into its cache."""
-    from onnxruntime.quantization.calibrate import create_calibrator, save_tensors_data
-
-    calibrator = create_calibrator(
-        model,
-        op_types or _default_op_types(),
-        augmented_model_path=str(work / "augmented.onnx"),
-        calibrate_method=CalibrationMethod.Entropy,
-        extra_options={"num_bins": ENTROPY_BINS, "num_quantized_bins": ENTROPY_QUANTIZED_BINS},
-    )
-    for start in range(len(reader)):  # one image at a time: see _calibration_options
-        reader.set_range(start, start + 1)
-        calibrator.collect_data(reader)
-    with contextlib.redirect_stdout(io.StringIO()):  # it prints tensor and bin counts
-        ranges = calibrator.compute_data()
-    save_tensors_data(ranges, str(cache))
-
-
 def _calibration_options(choice: CalibrationChoice) -> dict[str, float | int]:
     """quantize_static's extra options. Its histogram calibrators keep every tensor of every
     image of one `collect_data` call in memory before histogramming: 32 hourglass images were
@@ -193,10 +160,7 @@ def _calibration_options(choice: CalibrationChoice) -> dict[str, float | int]:
     which merges the histograms) bounds that to one image's tensors."""
     if choice.method == "max":
         return {}
-    options: dict[str, float | int] = {"CalibStridedMinMax": 1}
-    if choice.method == "percentile":
-        options["CalibPercentile"] = choice.percentile
-    return options
+    return {"CalibStridedMinMax": 1, "CalibPercentile": choice.percentile}
 
 
 def _check_kept(model: onnx.ModelProto, keep: Collection[str]) -> None:
