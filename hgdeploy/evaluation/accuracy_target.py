@@ -8,8 +8,8 @@ made depends on the backend (`CANDIDATE_MAKERS`, one entry per backend that take
   `keep`; the graph is scored on ONNX Runtime (its numerics; the engine needs a GPU).
 * ONNX Runtime U8S8 and OpenVINO (NNCF): the backend's own int8 build into a scratch directory
   with `BuildRequest.keep_layers` (ONNX Runtime's quantizer takes them as `nodes_to_exclude`,
-  NNCF as its ignored scope), the first build's calibration cache reused by the next ones,
-  scored as the artifact it is. NNCF's own `quantize_with_accuracy_control` is not used: it
+  NNCF as its ignored scope), scored as the artifact it is; ONNX Runtime's candidates reuse the
+  first build's calibration cache, NNCF's collect their own statistics (see below). NNCF's own `quantize_with_accuracy_control` is not used: it
   ranks by its own output metric on a subset and cannot run hgdeploy's pipeline and COCOeval
   on a compiled model without a second evaluation path; this way all three backends share one
   ranking, one search and one metric.
@@ -170,9 +170,12 @@ class BackendBuilds:
     """A CPU backend's own int8 build (its tool's quantizer, `keep_layers` excluded from
     int8), scored as the artifact it is."""
 
-    def __init__(self, request: BuildRequest, work: Path, on_step: Step) -> None:
+    def __init__(
+        self, request: BuildRequest, work: Path, on_step: Step, reuse_cache: bool = True
+    ) -> None:
         self._request, self._work, self._on_step = request, work, on_step
         self._backend = get_backend(request.backend)
+        self._reuse_cache = reuse_cache
         self._cache: Path | None = None
         self.scored_on = f"{request.backend} (the artifact itself)"
 
@@ -185,7 +188,7 @@ class BackendBuilds:
             request = dataclasses.replace(request, calib_dir=None, calib_cache=self._cache)
         self._on_step(f"building int8 with {len(kept)} layers kept in high precision")
         result = self._backend.build(request, on_step=self._on_step)
-        if self._cache is None:
+        if self._cache is None and self._reuse_cache:
             self._cache = result.calibration_cache
         assert result.artifact is not None
         return Deployment(self._request.backend, result.artifact)
@@ -200,7 +203,10 @@ class BackendBuilds:
 CANDIDATE_MAKERS: dict[str, Callable[[BuildRequest, Path, Step], CandidateMaker]] = {
     "tensorrt": TensorRtGraphs,
     "onnxruntime": BackendBuilds,
-    "openvino": BackendBuilds,
+    # NNCF's statistics depend on what is quantized: with layers ignored it asks for points
+    # the plain build never collected ("Not found statistics for ..._ConvolutionBackpropData",
+    # squeeze with 4 layers kept), so every OpenVINO candidate collects its own (5 s there).
+    "openvino": lambda request, work, step: BackendBuilds(request, work, step, reuse_cache=False),
 }
 
 
