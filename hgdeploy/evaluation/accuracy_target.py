@@ -9,10 +9,12 @@ made depends on the backend (`CANDIDATE_MAKERS`, one entry per backend that take
 * ONNX Runtime U8S8 and OpenVINO (NNCF): the backend's own int8 build into a scratch directory
   with `BuildRequest.keep_layers` (ONNX Runtime's quantizer takes them as `nodes_to_exclude`,
   NNCF as its ignored scope), scored as the artifact it is; ONNX Runtime's candidates reuse the
-  first build's calibration cache, NNCF's collect their own statistics (see below). NNCF's own `quantize_with_accuracy_control` is not used: it
-  ranks by its own output metric on a subset and cannot run hgdeploy's pipeline and COCOeval
-  on a compiled model without a second evaluation path; this way all three backends share one
-  ranking, one search and one metric.
+  first build's calibration cache, NNCF's collect their own statistics (see below).
+
+NNCF's own `quantize_with_accuracy_control` is not used: it ranks by its own criterion and
+calls a validation function on in-memory compiled models, which hgdeploy's pipelines (built on
+artifacts) would need a second way to run; this way the three backends share one ranking, one
+search and one metric.
 
 The layers are ranked by `precision.sensitivity` (each conv/Add alone in hgdeploy's symmetric
 int8, output error on the calibration images) only if plain int8 misses, and
