@@ -42,6 +42,15 @@ def _build(work: Path, output: Path, drop: str) -> list[str]:
             "--output", str(output)]  # fmt: skip
 
 
+def _fake_search(monkeypatch: pytest.MonkeyPatch, score: object, ranking: list[str]) -> None:
+    """Scores from `score`, and `ranking` as the sensitivity ranking (the search is tested)."""
+    monkeypatch.setattr(accuracy_target, "score_deployment", score)
+    monkeypatch.setattr(
+        accuracy_target, "layer_sensitivity",
+        lambda *args, **kwargs: [LayerSensitivity(n, "Conv", 1.0, None) for n in ranking],
+    )  # fmt: skip
+
+
 def test_a_met_target_is_recorded_in_the_sidecar(
     workdir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -69,11 +78,7 @@ def test_an_unreachable_target_stops_in_one_line_and_writes_nothing(
         ap = 0.9 if deployment.artifact is None else 0.1
         return RunScore("x", "onnxruntime", None, {"AP": ap}, 0.0, [])
 
-    monkeypatch.setattr(accuracy_target, "score_deployment", fake_score)
-    monkeypatch.setattr(
-        accuracy_target, "layer_sensitivity",
-        lambda *args, **kwargs: [LayerSensitivity(n, "Conv", 1.0, None) for n in first_two],
-    )  # fmt: skip
+    _fake_search(monkeypatch, fake_score, first_two)
     output = workdir / "missed.onnx"
     code, printed = run_cli(_build(workdir, output, "1.0"))
     one_line_error(code, printed, "no fallback meets the target 0.8900")
@@ -144,11 +149,7 @@ def test_onnxruntime_u8s8_falls_back_until_the_target_and_keeps_the_layer_in_flo
         return RunScore("x", "onnxruntime", None, {"AP": 0.895 if first_two[0] in kept else 0.1},
                         0.0, [])  # fmt: skip
 
-    monkeypatch.setattr(accuracy_target, "score_deployment", fake_score)
-    monkeypatch.setattr(
-        accuracy_target, "layer_sensitivity",
-        lambda *args, **kwargs: [LayerSensitivity(n, "Conv", 1.0, None) for n in first_two],
-    )  # fmt: skip
+    _fake_search(monkeypatch, fake_score, first_two)
     output = workdir / "ort_target.onnx"
     args = _build(workdir, output, "1.0")
     for flag in ("--prepare-only", "--batch"):
