@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from conftest import one_line_error, run_cli, use_cached_models
 
+from hgdeploy.base.errors import HgDeployError
 from hgdeploy.base.onnx_files import load_onnx
 from hgdeploy.evaluation import accuracy_target
 from hgdeploy.evaluation.run import RunScore
@@ -183,7 +184,8 @@ def test_onnxruntime_u8s8_refuses_to_keep_a_layer_the_graph_lacks(
 
 def test_openvino_int8_keeps_named_layers_out_of_nncf(workdir: Path, tmp_path: Path) -> None:
     """NNCF quantizes a conv by a FakeQuantize on its input; a kept layer (conv with a bias,
-    which OpenVINO splits into convolution + Add) has none, its neighbour still does."""
+    which OpenVINO splits into convolution + Add) has none, its neighbour still does; an
+    unknown layer, or a statistics cache for a build that keeps layers, is refused."""
     import openvino as ov
 
     from hgdeploy.backends import BuildRequest
@@ -208,6 +210,17 @@ def test_openvino_int8_keeps_named_layers_out_of_nncf(workdir: Path, tmp_path: P
     assert record["quantization"]["kept_in_high_precision"] == [first]
     with pytest.raises(Exception, match="cannot keep 'no_such_conv' in float"):
         run_build(BuildRequest("hrnet", "openvino", "int8", output=tmp_path / "bad.xml",
-                               calib_cache=plain.calibration_cache,
                                keep_layers=("no_such_conv",), **common))  # fmt: skip
+    # NNCF's statistics depend on what is ignored: a plain build's cache is refused up front
+    with pytest.raises(HgDeployError, match="cannot serve a build that keeps layers"):
+        run_build(BuildRequest("hrnet", "openvino", "int8", output=tmp_path / "bad.xml",
+                               calib_cache=plain.calibration_cache, keep_layers=(first,),
+                               **common))  # fmt: skip
     assert not (tmp_path / "bad.xml").exists()
+    args = _build(workdir, tmp_path / "target.xml", "1.0")
+    for flag in ("--prepare-only", "--batch"):
+        at = args.index(flag)
+        del args[at : at + (1 if flag == "--prepare-only" else 2)]
+    args[args.index("tensorrt")] = "openvino"
+    args += ["--calib-cache", str(plain.calibration_cache)]
+    one_line_error(*run_cli(args), "--max-ap-drop on openvino needs --calib-dir, not --calib-cache")

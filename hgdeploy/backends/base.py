@@ -197,6 +197,9 @@ class Backend:
     default_calib_batches: ClassVar[int] = 8
     # Backend-specific build flags it accepts (see BuildRequest.option_values).
     build_options: ClassVar[frozenset[str]] = frozenset()
+    # Whether an int8 calibration cache made without kept layers also serves a build that
+    # keeps some in high precision (`BuildRequest.keep_layers`); see OpenVINO's for why not.
+    cache_serves_kept_layers: ClassVar[bool] = True
     # Whether its inference call returns before the GPU is done (then CUDA events time it).
     asynchronous: ClassVar[bool] = False
     # The artifact suffixes it reads (another backend's suffix is refused: check_artifact_suffix).

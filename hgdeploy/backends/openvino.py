@@ -18,6 +18,7 @@ from hgdeploy.backends.cpu_artifacts import (
     calibration_feeds_or_none,
     describe,
 )
+from hgdeploy.base.errors import HgDeployError
 from hgdeploy.base.precisions import get_precision
 
 if TYPE_CHECKING:
@@ -46,6 +47,10 @@ class OpenVinoBackend(CpuArtifactBackend):
     cache_suffix = ".nncf-stats"
     sidecar_kind = "openvino-ir"
     build_options = frozenset({"--max-ap-drop"})  # int8: layers kept in float (keep_layers)
+    # NNCF's statistics depend on what is quantized: with layers ignored it asks for points a
+    # plain build never collected ("Not found statistics for ..._ConvolutionBackpropData",
+    # squeeze with 4 layers kept), so a build that keeps layers collects its own.
+    cache_serves_kept_layers = False
 
     def artifact_tag(self, precision: str) -> str:
         return f"openvino-{precision}"
@@ -116,6 +121,11 @@ class OpenVinoBackend(CpuArtifactBackend):
             )
             method, cache_format = calibration.method, nncf_int8.STATISTICS_FORMAT
             kept = list(request.keep_layers or ())
+            if kept and calibration.from_cache:
+                raise HgDeployError(
+                    "an NNCF statistics cache cannot serve a build that keeps layers in float "
+                    "(its statistics depend on what is quantized): give --calib-dir instead"
+                )
             ops = nncf_int8.ov_ops_for_layers(source.lowered, model, kept)
             with calibration.cache_to_write(method, cache_format, directory=True) as statistics:
                 model = nncf_int8.quantize_nncf(

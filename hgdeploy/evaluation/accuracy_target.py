@@ -8,8 +8,9 @@ made depends on the backend (`CANDIDATE_MAKERS`, one entry per backend that take
   `keep`; the graph is scored on ONNX Runtime (its numerics; the engine needs a GPU).
 * ONNX Runtime U8S8 and OpenVINO (NNCF): the backend's own int8 build into a scratch directory
   with `BuildRequest.keep_layers` (ONNX Runtime's quantizer takes them as `nodes_to_exclude`,
-  NNCF as its ignored scope), scored as the artifact it is; ONNX Runtime's candidates reuse the
-  first build's calibration cache, NNCF's collect their own statistics (see below).
+  NNCF as its ignored scope), scored as the artifact it is; candidates reuse the first build's
+  calibration cache where the backend says it serves kept layers (ONNX Runtime; NNCF's
+  statistics do not: `Backend.cache_serves_kept_layers`).
 
 NNCF's own `quantize_with_accuracy_control` is not used: it ranks by its own criterion and
 calls a validation function on in-memory compiled models, which hgdeploy's pipelines (built on
@@ -86,13 +87,19 @@ def int8_request_to_target(
         )
     if max_ap_drop < 0:
         raise HgDeployError(f"--max-ap-drop must be >= 0 AP points, got {max_ap_drop}")
+    backend = get_backend(request.backend)
+    if request.calib_cache is not None and not backend.cache_serves_kept_layers:
+        raise HgDeployError(
+            f"--max-ap-drop on {backend.name} needs --calib-dir, not --calib-cache: its cache "
+            "cannot serve a build that keeps layers in float"
+        )
     spec = get_spec(request.model)
     labeled = load_labeled_set(annotations, images, spec)
     fp32 = fp32_onnx_for(request.model, request.onnx, request.checkpoint)
     on_step("scoring eager fp32 on the held-out set")
     reference = _ap(score_deployment(spec, labeled, Deployment(), request.checkpoint, 0, None))
     target = reference - max_ap_drop / 100
-    batches = request.calib_batches or get_backend(request.backend).default_calib_batches
+    batches = request.calib_batches or backend.default_calib_batches
     with tempfile.TemporaryDirectory(prefix="hgdeploy-ap-target-") as scratch:
         maker = CANDIDATE_MAKERS[request.backend](
             dataclasses.replace(request, onnx=fp32, calib_batches=batches), Path(scratch), on_step
@@ -172,12 +179,9 @@ class BackendBuilds:
     """A CPU backend's own int8 build (its tool's quantizer, `keep_layers` excluded from
     int8), scored as the artifact it is."""
 
-    def __init__(
-        self, request: BuildRequest, work: Path, on_step: Step, reuse_cache: bool = True
-    ) -> None:
+    def __init__(self, request: BuildRequest, work: Path, on_step: Step) -> None:
         self._request, self._work, self._on_step = request, work, on_step
         self._backend = get_backend(request.backend)
-        self._reuse_cache = reuse_cache
         self._cache: Path | None = None
         self.scored_on = f"{request.backend} (the artifact itself)"
 
@@ -190,7 +194,7 @@ class BackendBuilds:
             request = dataclasses.replace(request, calib_dir=None, calib_cache=self._cache)
         self._on_step(f"building int8 with {len(kept)} layers kept in high precision")
         result = self._backend.build(request, on_step=self._on_step)
-        if self._cache is None and self._reuse_cache:
+        if self._cache is None and self._backend.cache_serves_kept_layers:
             self._cache = result.calibration_cache
         assert result.artifact is not None
         return Deployment(self._request.backend, result.artifact)
@@ -205,10 +209,7 @@ class BackendBuilds:
 CANDIDATE_MAKERS: dict[str, Callable[[BuildRequest, Path, Step], CandidateMaker]] = {
     "tensorrt": TensorRtGraphs,
     "onnxruntime": BackendBuilds,
-    # NNCF's statistics depend on what is quantized: with layers ignored it asks for points
-    # the plain build never collected ("Not found statistics for ..._ConvolutionBackpropData",
-    # squeeze with 4 layers kept), so every OpenVINO candidate collects its own (5 s there).
-    "openvino": lambda request, work, step: BackendBuilds(request, work, step, reuse_cache=False),
+    "openvino": BackendBuilds,
 }
 
 
