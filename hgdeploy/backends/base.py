@@ -154,6 +154,9 @@ class BuildRequest:
     accuracy: dict[str, Any] | None = None
     prepare_only: bool = False
     force: bool = False  # replace an existing --output hgdeploy did not write
+    # Files the build reads besides its options' (label, path): an accuracy target's held-out
+    # set; the output check protects them too (build_job.check_build_outputs).
+    extra_inputs: tuple[tuple[str, Path], ...] = ()
 
     def option_values(self) -> dict[str, Any]:
         """The backend-specific options by their flag, None where not given."""
@@ -252,6 +255,11 @@ class Backend:
         """The default-path artifact of `fp32_onnx` at `precision`, built unless one made from
         this exact file is already there (bench)."""
         raise SkipCell(f"{self.name} builds no {precision} artifact")
+
+    def companions(self, request: BuildRequest) -> tuple[Path, ...]:
+        """The files a build of `request` writes beside its --output besides the sidecar (a
+        calibration cache, OpenVINO's weights): checked against the inputs as the output is."""
+        return ()
 
     def check_artifact_suffix(self, artifact: Path) -> None:
         """Refuse a file whose suffix belongs to another backend's artifacts (an OpenVINO IR

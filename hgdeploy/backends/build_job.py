@@ -7,11 +7,12 @@ backend, a precision it does not build, a flag only another backend takes.
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 from hgdeploy.backends.base import Backend, BuildRequest, BuildResult, StepCallback, quiet
 from hgdeploy.backends.registry import get_backend, registered_backends
 from hgdeploy.base.errors import HgDeployError
-from hgdeploy.base.outputs import check_output
+from hgdeploy.base.outputs import check_output, files_under
 
 
 def check_build_options(backend: Backend, request: BuildRequest) -> None:
@@ -30,18 +31,37 @@ def check_build_options(backend: Backend, request: BuildRequest) -> None:
     )
 
 
+def check_build_outputs(request: BuildRequest) -> None:
+    """Refuse an --output (its sidecar and companions included) that would replace any file the
+    build reads: its options' files, the files in --calib-dir and in a --calib-cache directory,
+    and `request.extra_inputs` (an accuracy target's held-out set)."""
+    if request.output is None:
+        return
+    backend = get_backend(request.backend)
+    inputs: dict[str, Any] = {
+        "--onnx": request.onnx,
+        "--checkpoint": request.checkpoint,
+        "--calib-cache": request.calib_cache,
+        "--calib-cache file": files_under(request.calib_cache),
+        "--calib-dir": request.calib_dir,
+        "--calib-dir file": files_under(request.calib_dir),
+        "--timing-cache": request.timing_cache,
+    }
+    for label, path in request.extra_inputs:
+        inputs[label] = [*inputs.get(label, []), path]
+    check_output(
+        request.output,
+        inputs=inputs,
+        force=request.force,
+        companions=backend.companions(request),
+    )
+
+
 def run_build(request: BuildRequest, on_step: StepCallback = quiet) -> BuildResult:
     """Build `request`'s artifact with its backend (the precision defaults to the backend's)."""
     backend = get_backend(request.backend)
     precision = backend.check_precision(request.precision)
     check_build_options(backend, request)
-    if request.output is not None:
-        inputs = {
-            "--onnx": request.onnx,
-            "--checkpoint": request.checkpoint,
-            "--calib-cache": request.calib_cache,
-            "--calib-dir": request.calib_dir,
-            "--timing-cache": request.timing_cache,
-        }
-        check_output(request.output, inputs=inputs, force=request.force)
-    return backend.build(dataclasses.replace(request, precision=precision), on_step)
+    request = dataclasses.replace(request, precision=precision)
+    check_build_outputs(request)
+    return backend.build(request, on_step)

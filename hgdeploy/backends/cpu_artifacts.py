@@ -185,6 +185,12 @@ class CpuArtifactBackend(Backend):
     def default_artifact(self, fp32_onnx: Path, precision: str) -> Path:
         return default_artifact_path(fp32_onnx, self.artifact_tag(precision), self.artifact_suffix)
 
+    def companions(self, request: BuildRequest) -> tuple[Path, ...]:
+        """The calibration cache an int8 build writes beside --output (not when it reads one)."""
+        if request.output is None or request.precision != "int8" or request.calib_cache:
+            return ()
+        return (request.output.with_name(request.output.name + self.cache_suffix),)
+
     def ensure_artifact(self, name: str, fp32_onnx: Path, precision: str) -> Path:
         """The default artifact if its sidecar says it was made from this exact `fp32_onnx`,
         else built now."""

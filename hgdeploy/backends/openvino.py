@@ -55,6 +55,12 @@ class OpenVinoBackend(CpuArtifactBackend):
     def artifact_tag(self, precision: str) -> str:
         return f"openvino-{precision}"
 
+    def companions(self, request: BuildRequest) -> tuple[Path, ...]:
+        """The IR's weights (``.bin``) besides the statistics cache."""
+        if request.output is None:
+            return ()
+        return (request.output.with_suffix(".bin"), *super().companions(request))
+
     def calibration_label(self, choice: CalibrationChoice) -> str:
         """NNCF's MinMax statistics (its range estimators are not passed through yet, so
         `calibration_methods` keeps the default: max only)."""

@@ -44,6 +44,26 @@ class TensorRtBackend(Backend):
     artifact_suffixes = (".engine", ".plan", ".trt")
     artifact_kinds = {".engine": "a TensorRT engine", ".plan": "a TensorRT engine"}
 
+    def companions(self, request: BuildRequest) -> tuple[Path, ...]:
+        """The prepared ONNX (with --prepare-only it is --output itself; otherwise beside a
+        given --onnx) and, for int8 without --calib-cache, its calibration cache."""
+        from hgdeploy.backends.tensorrt_build import file_tag
+        from hgdeploy.precision.tensorrt_graphs import calibration_cache_path
+
+        precision = request.precision or str(self.default_build)
+        written: list[Path] = []
+        if request.prepare_only and request.output is not None:
+            prepared = request.output
+        elif request.onnx is not None:
+            tag = file_tag(precision, request.high_precision)
+            prepared = request.onnx.with_name(f"{request.onnx.stem}_{tag}.onnx")
+            written.append(prepared)
+        else:
+            return ()
+        if precision == "int8" and request.calib_cache is None:
+            written.append(calibration_cache_path(prepared))
+        return tuple(written)
+
     def unavailable_reason(self) -> str | None:
         from hgdeploy.backends.tensorrt_engine import tensorrt_unavailable_reason
 

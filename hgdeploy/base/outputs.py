@@ -1,25 +1,28 @@
 """The one guard every command runs on each path it will write, before any slow work.
 
-A mistyped path must never destroy what a user owns: an output may not be one of the command's
-inputs (or an input's sidecar), and an existing file that hgdeploy did not write is not replaced
-without ``--force``. The place must also be writable *now*: the check creates (and removes) a
-probe file in the nearest existing directory, so `/proc/x.onnx` or a read-only mount fails in
-one line before minutes of export, not after. No directory is created here; writers create
-them when they write (`artifacts.prepare_output_dir`).
-"""
+A mistyped path must never destroy what a user owns. Nothing a command writes (the output, its
+sidecar, the companions beside it: a calibration cache, OpenVINO's ``.bin``) may be one of its
+inputs or an input's sidecar, nor a directory replaced whole (an NNCF statistics cache) that
+holds an input; ``--force`` never changes that. An existing file that hgdeploy did not write is
+not replaced without ``--force``. The place must also be writable *now*: the check creates (and
+removes) a probe file in the nearest existing directory, so `/proc/x.onnx` or a read-only mount
+fails in one line before minutes of export, not after. No directory is created here; writers
+create them when they write (`artifacts.prepare_output_dir`)."""
 
 from __future__ import annotations
 
 import json
 import os
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 from hgdeploy.base.artifacts import sidecar_path
 from hgdeploy.base.errors import HgDeployError
 
-Inputs = Mapping[str, "str | Path | None"]
+# label -> the path (or paths: the image files of a labeled set) the command reads under it.
+InputPaths = "str | Path | Sequence[str | Path] | None"
+Inputs = Mapping[str, InputPaths]
 
 
 def check_output(
@@ -29,9 +32,10 @@ def check_output(
     force: bool = False,
     option: str = "--output",
     directory: bool = False,
+    companions: Sequence[Path] = (),
 ) -> Path:
-    """`path`, after refusing an empty path, a clash with an input, a foreign file (unless
-    `force`) and an unwritable place, each with one line naming the fix."""
+    """`path`, after refusing an empty path, a clash of it or its `companions` with an input, a
+    foreign file (unless `force`) and an unwritable place, each with one line naming the fix."""
     if str(path).strip() == "":
         raise HgDeployError(f"{option} is empty; give a path")
     path = Path(path)
@@ -40,17 +44,30 @@ def check_output(
             raise HgDeployError(f"{option} {path} is a file, not a directory")
     elif path.is_dir():
         raise HgDeployError(f"{option} {path} is a directory; give a file name")
-    for label, given in (inputs or {}).items():
-        if given is not None and _same_place(path, Path(given), directory):
-            raise HgDeployError(
-                f"{option} {path} is also the {label} input; choose another output path"
-            )
+    written = [path] if directory else [path, sidecar_path(path)]
+    written += [Path(c) for c in companions]
+    for label, given in _input_paths(inputs):
+        for candidate in written:
+            if _clash(candidate, given, replaced_whole=candidate is not path or not directory):
+                if candidate is path and _same_place(path, given):
+                    what = f"{option} {path} is also the {label} input"
+                elif _same_place(candidate, given):
+                    what = f"{option} {path} would replace {candidate}, the {label} input"
+                else:
+                    what = (
+                        f"{option} {path} would replace {candidate}, holding the {label} input "
+                        f"{given}"
+                    )
+                raise HgDeployError(f"{what}; choose another output path")
     if not force:
-        foreign = _foreign_file(path, directory)
-        if foreign is not None:
-            raise HgDeployError(
-                f"{foreign} exists and was not written by hgdeploy; pass --force to replace it"
-            )
+        # A companion of an artifact hgdeploy wrote is its own (a `.bin` has no sidecar).
+        owned = path.exists() and is_ours(path)
+        for candidate in [path, *([] if owned else (Path(c) for c in companions))]:
+            foreign = _foreign_file(candidate, directory and candidate is path)
+            if foreign is not None:
+                raise HgDeployError(
+                    f"{foreign} exists and was not written by hgdeploy; pass --force to replace it"
+                )
     _probe_writable(path if directory else path.parent)
     return path
 
@@ -77,15 +94,39 @@ def is_ours(path: Path) -> bool:
     return tagged or str(record.get("format", "")).startswith("hgdeploy")
 
 
-def _same_place(output: Path, given: Path, directory: bool) -> bool:
-    candidates = [output] if directory else [output, sidecar_path(output)]
-    for candidate in candidates:
-        if candidate.exists() and given.exists():
-            if os.path.samefile(candidate, given):
-                return True
-        elif candidate.resolve() == given.resolve():
-            return True
+def files_under(directory: str | Path | None) -> list[Path]:
+    """Every file below `directory` (none if it is not one): the inputs a cache directory holds."""
+    if directory is None or not Path(directory).is_dir():
+        return []
+    return sorted(p for p in Path(directory).rglob("*") if p.is_file())
+
+
+def _input_paths(inputs: Inputs | None) -> Iterable[tuple[str, Path]]:
+    """(label, path) for every input path and every input's sidecar."""
+    for label, given in (inputs or {}).items():
+        if given is None:
+            continue
+        paths = [given] if isinstance(given, (str, Path)) else list(given)
+        for one in paths:
+            yield label, Path(one)
+            yield f"{label} sidecar", sidecar_path(one)
+
+
+def _clash(candidate: Path, given: Path, *, replaced_whole: bool) -> bool:
+    """Whether writing `candidate` would replace `given`: the same place, or `given` inside a
+    directory that is replaced as a whole (an NNCF statistics cache; not a command's --output
+    directory, whose files are checked one by one)."""
+    if _same_place(candidate, given):
+        return True
+    if replaced_whole and (candidate.is_dir() or not candidate.exists()):
+        return candidate.resolve() in given.resolve().parents
     return False
+
+
+def _same_place(candidate: Path, given: Path) -> bool:
+    if candidate.exists() and given.exists():
+        return os.path.samefile(candidate, given)
+    return candidate.resolve() == given.resolve()
 
 
 def _foreign_file(path: Path, directory: bool) -> Path | None:

@@ -29,12 +29,14 @@ on them), so a missed target writes nothing.
 from __future__ import annotations
 
 import dataclasses
+import math
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
 from hgdeploy.backends.base import BuildRequest
+from hgdeploy.backends.build_job import check_build_outputs
 from hgdeploy.backends.registry import get_backend
 from hgdeploy.base.errors import HgDeployError
 from hgdeploy.base.onnx_files import load_onnx
@@ -85,8 +87,10 @@ def int8_request_to_target(
         raise HgDeployError(
             f"--max-ap-drop applies to --int8 builds for --backend {' / '.join(CANDIDATE_MAKERS)}"
         )
-    if max_ap_drop < 0:
-        raise HgDeployError(f"--max-ap-drop must be >= 0 AP points, got {max_ap_drop}")
+    if not math.isfinite(max_ap_drop) or max_ap_drop < 0:
+        raise HgDeployError(
+            f"--max-ap-drop must be a finite number >= 0 AP points, got {max_ap_drop}"
+        )
     backend = get_backend(request.backend)
     if request.calib_cache is not None and not backend.cache_serves_kept_layers:
         raise HgDeployError(
@@ -95,6 +99,12 @@ def int8_request_to_target(
         )
     spec = get_spec(request.model)
     labeled = load_labeled_set(annotations, images, spec)
+    # The held-out set is read by every step of the search: the output may replace none of it,
+    # and that is refused now, not after the search.
+    held_out = [("--annotations", annotations), ("--images", images)]
+    held_out += [("--images image", image.path) for image in labeled.images]
+    request = dataclasses.replace(request, extra_inputs=(*request.extra_inputs, *held_out))
+    check_build_outputs(request)
     fp32 = fp32_onnx_for(request.model, request.onnx, request.checkpoint)
     on_step("scoring eager fp32 on the held-out set")
     reference = _ap(score_deployment(spec, labeled, Deployment(), request.checkpoint, 0, None))
