@@ -20,7 +20,7 @@ from hgdeploy.base.outputs import check_output
 from hgdeploy.base.zoo import get_spec
 from hgdeploy.pipelines.drawing import draw_detections, draw_pose, encode_png
 from hgdeploy.pipelines.factory import build_pipeline
-from hgdeploy.pipelines.pose_boxes import check_box
+from hgdeploy.pipelines.pose_boxes import check_box_numbers, clip_box
 from hgdeploy.pipelines.results import Detections, Pose
 
 Box = tuple[float, float, float, float]
@@ -43,6 +43,7 @@ class PredictRun:
     predictions: list[ImagePrediction]
     stage_seconds: dict[str, float]
     written: list[Path] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)  # what the CLI prints as `warning:` lines
 
     def coco_results(self) -> list[dict[str, Any]]:
         return [rec for p in self.predictions for rec in p.found.to_coco(p.image_id)]
@@ -85,6 +86,8 @@ def predict(
     spec = get_spec(name)
     if box is not None and spec.decode is not None:
         raise HgDeployError("--box is for the pose models (a person box); detectors find boxes")
+    if box is not None:
+        check_box_numbers(box)
     listed = gather_images(image, images_dir)
     out_dir = None
     if output is not None:
@@ -105,6 +108,7 @@ def predict(
     )
     chunk = max(1, pipeline.network.batch // (2 if getattr(pipeline, "flip", False) else 1))
     predictions: list[ImagePrediction] = []
+    clipped: list[str] = []
     try:
         for start in range(0, len(listed), chunk):
             part = listed[start : start + chunk]
@@ -117,6 +121,7 @@ def predict(
                 found = pipeline(pixels)
             else:
                 boxes = [_person_box(box, im) for im in pixels]
+                clipped += [nm for (_, nm, _), b in zip(part, boxes) if box and b != box]
                 found = pipeline(pixels, boxes)
             predictions += [
                 ImagePrediction(image_id, nm, im, f)
@@ -127,6 +132,11 @@ def predict(
     finally:
         pipeline.network.close()
     run = PredictRun(name, pipeline.network.backend, predictions, pipeline.times.as_dict())
+    if clipped:
+        run.warnings.append(
+            f"--box {','.join(f'{v:g}' for v in box or ())} reaches past the edges of "
+            f"{len(clipped)} of {len(listed)} image(s) (e.g. {clipped[0]}): cut to the image there"
+        )
     if out_dir is not None:
         run.written = write_outputs(run, out_dir, artifact)
     return run
@@ -138,12 +148,12 @@ def drawing_paths(directory: Path, listed: Sequence[tuple[Any, str, Path | None]
 
 
 def _person_box(box: Box | None, image: np.ndarray) -> Box:
-    """--box, checked against the image; without it the whole image is the person box."""
+    """--box, checked against the image and cut to it; without it the whole image is the
+    person box."""
     height, width = image.shape[:2]
     if box is None:
         return (0.0, 0.0, float(width), float(height))
-    check_box(box, height, width)
-    return box
+    return clip_box(box, height, width)
 
 
 def write_outputs(

@@ -109,6 +109,8 @@ def predict_command(
                 table.add_row(str(joint), f"{x:.1f}", f"{y:.1f}", f"{value:.3f}")
             console.print(table)
             console.print(f"person score {found.score:.3f} (image pixels)")
+    for warning in run.warnings:
+        click.echo(f"warning: {warning}", err=True)
     stages = ", ".join(f"{k} {v * 1000:.0f} ms" for k, v in run.stage_seconds.items())
     console.print(f"{len(run.predictions)} image(s); time by stage: {stages}")
     if run.written:

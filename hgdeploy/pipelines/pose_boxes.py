@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from hgdeploy.base.errors import HgDeployError
@@ -9,15 +11,37 @@ from hgdeploy.base.errors import HgDeployError
 PIXEL_STD = 200.0
 
 
+def _named(box: tuple[float, float, float, float]) -> str:
+    return "--box " + ",".join(f"{v:g}" for v in box)
+
+
+def check_box_numbers(box: tuple[float, float, float, float]) -> None:
+    """A box (x, y, w, h) must be finite with a positive size (checked before any model loads)."""
+    if not all(math.isfinite(v) for v in box):
+        raise HgDeployError(f"{_named(box)}: every number must be finite")
+    if box[2] <= 0 or box[3] <= 0:
+        raise HgDeployError(f"{_named(box)}: width and height must be > 0")
+
+
 def check_box(box: tuple[float, float, float, float], height: int, width: int) -> None:
-    """A box (x, y, w, h) must have a positive size and overlap the image."""
+    """A box (x, y, w, h) must be finite, have a positive size and overlap the image."""
+    check_box_numbers(box)
     x, y, w, h = box
-    if w <= 0 or h <= 0:
-        raise HgDeployError(f"--box {x:g},{y:g},{w:g},{h:g}: width and height must be > 0")
+    named = _named(box)
     if x >= width or y >= height or x + w <= 0 or y + h <= 0:
-        raise HgDeployError(
-            f"--box {x:g},{y:g},{w:g},{h:g} lies outside the {width}x{height} image"
-        )
+        raise HgDeployError(f"{named} lies outside the {width}x{height} image")
+
+
+def clip_box(
+    box: tuple[float, float, float, float], height: int, width: int
+) -> tuple[float, float, float, float]:
+    """`box` (checked by `check_box`) cut to the image, as HRNet's COCO loader cuts its
+    ground-truth boxes before it makes a centre and scale of them."""
+    check_box(box, height, width)
+    x, y, w, h = box
+    x1, y1 = max(0.0, x), max(0.0, y)
+    x2, y2 = min(float(width), x + w), min(float(height), y + h)
+    return (x1, y1, x2 - x1, y2 - y1)
 
 
 def hrnet_centre_scale(
