@@ -186,6 +186,7 @@ def test_bad_sets_are_refused_in_one_line(tmp_path: Path) -> None:
     foreign = box_set(images)
     for ann in foreign["annotations"]:
         ann["category_id"] = 500  # no COCO category: nothing a detector of COCO's 80 can find
+    foreign["categories"].append({"id": 500, "name": "not COCO"})
     (tmp_path / "foreign.json").write_text(json.dumps(foreign))
     code, output = run(["evaluate", "--model", "squeeze", "--annotations",
                         str(tmp_path / "foreign.json"), "--images", str(tmp_path / "images")])  # fmt: skip

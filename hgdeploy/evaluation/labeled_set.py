@@ -3,7 +3,8 @@
 `hgdeploy evaluate` works unchanged on a user's COCO val2017 folder and on the stand-in sets
 `hgdeploy standin` writes: both are COCO instances/person-keypoints JSON. Everything a run would
 trip over later (not COCO, images missing, no labels for the model's task, an empty set) is
-refused here in one line.
+refused here in one line, and every record is checked first (`set_checks`): a broken record
+must not change the AP without a word.
 """
 
 from __future__ import annotations
@@ -17,9 +18,9 @@ from typing import Any
 from hgdeploy.base.artifacts import read_json
 from hgdeploy.base.errors import HgDeployError
 from hgdeploy.base.zoo import ModelSpec
+from hgdeploy.evaluation.set_checks import PERSON_CATEGORY, check_image_sizes, check_records
 from hgdeploy.pipelines.categories import COCO_CATEGORY_IDS
 
-PERSON_CATEGORY = 1
 _REQUIRED_KEYS = ("images", "annotations", "categories")
 
 
@@ -69,12 +70,13 @@ def load_labeled_set(
         raise HgDeployError(f"image directory not found: {images_dir}")
     if not data["images"]:
         raise HgDeployError(f"{annotations} lists no images: nothing to evaluate")
-    coco = _coco(data, annotations)
+    joints = None if spec.decode is not None else _model_joints(spec)
+    check_records(data, annotations, images_dir, joints)
     images = _images(data["images"], images_dir, annotations)
-    if spec.decode is not None:
+    coco = _coco(data, annotations)
+    if joints is None:
         _check_detection_labels(data, annotations)
         return LabeledSet(annotations, images_dir, coco, images, [], None)
-    joints = _model_joints(spec)
     boxes = _person_boxes(data, joints, annotations)
     with_people = {b.image_id for b in boxes}
     return LabeledSet(
@@ -101,27 +103,16 @@ def _coco(data: dict, annotations: Path) -> Any:
     return coco
 
 
-def _images(entries: list, images_dir: Path, annotations: Path) -> list[SetImage]:
-    images = []
-    missing = []
-    for entry in entries:
-        try:
-            image = SetImage(
-                int(entry["id"]),
-                images_dir / entry["file_name"],
-                int(entry["height"]),
-                int(entry["width"]),
-            )
-        except (KeyError, TypeError, ValueError):
-            raise HgDeployError(
-                f"{annotations}: image entry {entry!r:.80} lacks id/file_name/height/width"
-            ) from None
-        if not image.path.is_file():
-            missing.append(entry["file_name"])
-        images.append(image)
+def _images(entries: list[dict], images_dir: Path, annotations: Path) -> list[SetImage]:
+    """The set's images (records already checked), each file present and of the set's size."""
+    images = [
+        SetImage(e["id"], images_dir / e["file_name"], e["height"], e["width"]) for e in entries
+    ]
+    missing = [e["file_name"] for e, im in zip(entries, images) if not im.path.is_file()]
     if missing:
         more = f" and {len(missing) - 1} more" if len(missing) > 1 else ""
         raise HgDeployError(f"image {missing[0]}{more} listed in {annotations} not in {images_dir}")
+    check_image_sizes(((e, im.path) for e, im in zip(entries, images)), annotations)
     return images
 
 
