@@ -106,7 +106,7 @@ def evaluate(
     for deployment in deployments:  # before the eager run: a typo must not cost a whole set
         if deployment.artifact is not None and not deployment.artifact.exists():
             raise HgDeployError(f"artifact not found: {deployment.artifact}")
-    out_dir = _check_outputs(output, annotations, images_dir, deployments, checkpoint, force)
+    out_dir = _check_outputs(output, labeled, deployments, checkpoint, force)
     runs = []
     for deployment in (Deployment(), *deployments):
         runs.append(score_deployment(spec, labeled, deployment, checkpoint, seed, progress))
@@ -118,17 +118,19 @@ def evaluate(
 
 def _check_outputs(
     output: str | Path | None,
-    annotations: str | Path,
-    images_dir: str | Path,
+    labeled: LabeledSet,
     deployments: Sequence[Deployment],
     checkpoint: str | Path | None,
     force: bool,
 ) -> Path | None:
+    """The output directory, after checking every file it will hold against every input: the
+    set's annotations and each of its images (a `metrics.png` among them), the weights."""
     if output is None:
         return None
-    inputs: dict[str, str | Path | None] = {
-        "--annotations": annotations,
-        "--images": images_dir,
+    inputs: dict[str, Any] = {
+        "--annotations": labeled.annotations_path,
+        "--images": labeled.images_dir,
+        "--images image": [image.path for image in labeled.images],
         "--checkpoint": checkpoint,
     }
     inputs.update({f"--artifact {d.artifact}": d.artifact for d in deployments})

@@ -11,7 +11,7 @@ from typing import Any
 
 from hgdeploy.base.artifacts import artifact_files
 from hgdeploy.base.onnx_files import check_fp32_source, load_onnx
-from hgdeploy.base.outputs import check_output
+from hgdeploy.base.outputs import check_output, files_under
 from hgdeploy.base.zoo import get_spec
 from hgdeploy.exporters.lowering import lower_corner_pools
 from hgdeploy.exporters.onnx_export import fp32_onnx_for
@@ -62,7 +62,11 @@ def run_sensitivity(
     """Rank `model`'s quantizable layers; the same images calibrate and measure."""
     spec = get_spec(model)
     choice = choice or CalibrationChoice()
-    inputs = {"--onnx": onnx_path, "--checkpoint": checkpoint}
+    inputs = {
+        "--onnx": onnx_path,
+        "--checkpoint": checkpoint,
+        "--calib-dir file": files_under(calib_dir),  # its images: a sensitivity.png among them
+    }
     paths = [
         check_output(output / name, inputs=inputs, force=force) for name in (JSON_FILE, PLOT_FILE)
     ]
