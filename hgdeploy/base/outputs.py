@@ -102,14 +102,15 @@ def files_under(directory: str | Path | None) -> list[Path]:
 
 
 def _input_paths(inputs: Inputs | None) -> Iterable[tuple[str, Path]]:
-    """(label, path) for every input path and every input's sidecar."""
+    """(label, path) for every input path and every input file's sidecar."""
     for label, given in (inputs or {}).items():
         if given is None:
             continue
         paths = [given] if isinstance(given, (str, Path)) else list(given)
         for one in paths:
             yield label, Path(one)
-            yield f"{label} sidecar", sidecar_path(one)
+            if not Path(one).is_dir():  # a directory (an image folder) has no sidecar
+                yield f"{label} sidecar", sidecar_path(one)
 
 
 def _clash(candidate: Path, given: Path, *, replaced_whole: bool) -> bool:
