@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import importlib.util
 import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -88,3 +89,25 @@ def one_line_error(code: int, output: str, words: str) -> None:
     assert output.strip().count("\n") == 0 and output.strip().startswith("error:"), output
     assert words in output, output
     assert "Traceback" not in output
+
+
+def invoke_in(args: list[str], cwd: Path) -> tuple[int, str]:
+    """`hgdeploy ARGS` in-process with `cwd` as the working directory: (exit code, stderr)."""
+    from click.testing import CliRunner
+
+    from hgdeploy.cli import main
+
+    previous = Path.cwd()
+    os.chdir(cwd)
+    try:
+        result = CliRunner().invoke(main, args)
+    finally:
+        os.chdir(previous)
+    return result.exit_code, result.stderr
+
+
+def one_stderr_line(code: int, stderr: str, expected: str) -> None:
+    """Exit 1 and exactly one `error:` line on stderr that names `expected`."""
+    assert code == 1, stderr
+    assert stderr.count("\n") == 1 and stderr.startswith("error: "), stderr
+    assert expected in stderr, stderr

@@ -15,7 +15,6 @@ import copy
 import io
 import json
 import math
-import os
 import shutil
 import time
 from collections.abc import Callable, Iterator
@@ -24,15 +23,14 @@ from typing import Any
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
 from coco_sets import as_results, box_set, keypoint_set, write_photos
-from conftest import use_cached_models
+from conftest import invoke_in as _invoke
+from conftest import one_stderr_line, use_cached_models
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 from hgdeploy.base.errors import HgDeployError
 from hgdeploy.base.zoo import get_spec
-from hgdeploy.cli import main
 from hgdeploy.evaluation.labeled_set import load_labeled_set
 from hgdeploy.evaluation.metrics import coco_metrics
 from hgdeploy.predict import predict
@@ -43,22 +41,9 @@ def cached(monkeypatch: pytest.MonkeyPatch) -> None:
     use_cached_models(monkeypatch)
 
 
-def _invoke(args: list[str], cwd: Path) -> tuple[int, str]:
-    """Run the CLI in `cwd`; return (exit code, stderr)."""
-    previous = Path.cwd()
-    os.chdir(cwd)
-    try:
-        result = CliRunner().invoke(main, args)
-    finally:
-        os.chdir(previous)
-    return result.exit_code, result.stderr
-
-
 def _one_line_error(code: int, stderr: str, expected: str) -> None:
-    assert code == 1, stderr
-    assert stderr.count("\n") == 1 and stderr.startswith("error: "), stderr
-    assert "unexpected" not in stderr, stderr
-    assert expected in stderr, stderr
+    one_stderr_line(code, stderr, expected)
+    assert "unexpected" not in stderr, stderr  # a message of its own, not the catch-all's
 
 
 def _snapshot(directory: Path) -> dict[str, bytes]:

@@ -21,7 +21,8 @@ import numpy as np
 import onnx
 import pytest
 import torch
-from click.testing import CliRunner
+from conftest import invoke_in as _invoke
+from conftest import one_stderr_line as _one_line_error
 from onnx import TensorProto, helper
 from PIL import Image
 
@@ -31,29 +32,10 @@ from hgdeploy.base.artifacts import artifact_files, read_sidecar, sidecar_path, 
 from hgdeploy.base.errors import HgDeployError
 from hgdeploy.base.images import read_image
 from hgdeploy.base.outputs import check_output
-from hgdeploy.cli import main
 from hgdeploy.models.checkpoints import read_state_dict
 from hgdeploy.parity.job import run_parity
 
 MODEL = "hrnet"
-
-
-def _invoke(args: list[str], cwd: Path) -> tuple[int, str]:
-    """Run the CLI in `cwd`; return (exit code, stderr)."""
-    runner = CliRunner()
-    previous = Path.cwd()
-    os.chdir(cwd)
-    try:
-        result = runner.invoke(main, args)
-    finally:
-        os.chdir(previous)
-    return result.exit_code, result.stderr
-
-
-def _one_line_error(code: int, stderr: str, expected: str) -> None:
-    assert code == 1, stderr
-    assert stderr.count("\n") == 1 and stderr.startswith("error: "), stderr
-    assert expected in stderr, stderr
 
 
 def _snapshot(directory: Path) -> dict[str, bytes]:

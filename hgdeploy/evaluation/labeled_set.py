@@ -71,7 +71,7 @@ def load_labeled_set(
     if not data["images"]:
         raise HgDeployError(f"{annotations} lists no images: nothing to evaluate")
     joints = None if spec.decode is not None else _model_joints(spec)
-    check_records(data, annotations, images_dir, joints)
+    check_records(data, annotations, joints)
     images = _images(data["images"], images_dir, annotations)
     coco = _coco(data, annotations)
     if joints is None:

@@ -12,7 +12,7 @@ task reads them (keypoints for pose sets), and `file_name` may not leave the ima
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
 
@@ -23,24 +23,14 @@ VISIBILITY_FLAGS = (0, 1, 2)  # COCO: not labelled, labelled but hidden, labelle
 _PLURAL = {"image": "images", "annotation": "annotations", "category": "categories"}
 
 
-def check_records(
-    data: dict[str, Any], annotations: Path, images_dir: Path, joints: int | None
-) -> None:
+def check_records(data: dict[str, Any], annotations: Path, joints: int | None) -> None:
     """Refuse the first bad record of `data` (a COCO dict whose three lists exist); `joints`
     is the pose model's joint count, None for a detector."""
     image_ids = _check_images(data["images"], annotations)
-    category_ids = _check_categories(data["categories"], annotations)
-    seen: set[int] = set()
+    category_ids = {e["id"] for _, e in _records(data["categories"], "category", annotations)}
     people: list[str] = []  # person records (pose sets): where each is
     other_length: list[str] = []  # those with another joint count
-    for index, ann in enumerate(data["annotations"]):
-        where = _record(annotations, "annotation", ann, index)
-        if not isinstance(ann, dict):
-            raise HgDeployError(f"{where} is not an object")
-        ann_id = _integer(ann, "id", where)
-        if ann_id in seen:
-            raise HgDeployError(f"{where}: id {ann_id} is used by an earlier annotation")
-        seen.add(ann_id)
+    for where, ann in _records(data["annotations"], "annotation", annotations):
         if _integer(ann, "image_id", where) not in image_ids:
             raise HgDeployError(f"{where}: image_id {ann['image_id']} is not in 'images'")
         if _integer(ann, "category_id", where) not in category_ids:
@@ -83,16 +73,23 @@ def check_image_sizes(entries: Iterable[tuple[dict[str, Any], Path]], annotation
             )
 
 
-def _check_images(entries: list[Any], annotations: Path) -> set[int]:
+def _records(entries: list[Any], kind: str, annotations: Path) -> Iterator[tuple[str, dict]]:
+    """(how an error names it, the record) for each record of a section, each checked to be an
+    object with an integer id no earlier record of the section has."""
     ids: set[int] = set()
     for index, entry in enumerate(entries):
-        where = _record(annotations, "image", entry, index)
+        where = _record(annotations, kind, entry, index)
         if not isinstance(entry, dict):
             raise HgDeployError(f"{where} is not an object")
-        image_id = _integer(entry, "id", where)
-        if image_id in ids:
-            raise HgDeployError(f"{where}: id {image_id} is used by an earlier image")
-        ids.add(image_id)
+        record_id = _integer(entry, "id", where)
+        if record_id in ids:
+            raise HgDeployError(f"{where}: id {record_id} is used by an earlier {kind}")
+        ids.add(record_id)
+        yield where, entry
+
+
+def _check_images(entries: list[Any], annotations: Path) -> set[int]:
+    for where, entry in _records(entries, "image", annotations):
         name = entry.get("file_name")
         if not isinstance(name, str) or not name.strip():
             raise HgDeployError(f"{where}: file_name must be a file name, got {name!r}")
@@ -103,20 +100,7 @@ def _check_images(entries: list[Any], annotations: Path) -> set[int]:
         for side in ("height", "width"):
             if _integer(entry, side, where) <= 0:
                 raise HgDeployError(f"{where}: {side} must be > 0, got {entry[side]}")
-    return ids
-
-
-def _check_categories(entries: list[Any], annotations: Path) -> set[int]:
-    ids: set[int] = set()
-    for index, entry in enumerate(entries):
-        where = _record(annotations, "category", entry, index)
-        if not isinstance(entry, dict):
-            raise HgDeployError(f"{where} is not an object")
-        category_id = _integer(entry, "id", where)
-        if category_id in ids:
-            raise HgDeployError(f"{where}: id {category_id} is used by an earlier category")
-        ids.add(category_id)
-    return ids
+    return {entry["id"] for entry in entries}
 
 
 def _check_box(ann: dict[str, Any], where: str) -> None:
