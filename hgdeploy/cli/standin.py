@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import click
@@ -11,6 +12,7 @@ from hgdeploy.base.errors import HgDeployError
 from hgdeploy.cli.options import force_option, model_option, seed_option
 
 DEFAULT_FULL_STEPS = 100  # pose: the last steps at the zoo's input size
+DEFAULT_SAVE_EVERY = 50  # steps between resume states (squeeze at batch 8: a few minutes)
 
 
 @click.command("standin")
@@ -40,6 +42,22 @@ DEFAULT_FULL_STEPS = 100  # pose: the last steps at the zoo's input size
     "throughout.",
 )
 @click.option("--batch", type=click.IntRange(4), default=8, show_default=True)
+@click.option(
+    "--save-every",
+    type=click.IntRange(0),
+    default=DEFAULT_SAVE_EVERY,
+    show_default=True,
+    help="Write a resume state (OUTPUT.resume.pt: weights, optimiser, step, RNG streams) "
+    "atomically every N steps; 0: never. After the checkpoint it becomes a small finished "
+    "marker.",
+)
+@click.option(
+    "--resume",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Continue the run that wrote this resume state (give the same --model, --steps, "
+    "--full-steps, --batch and --seed); it ends with the uninterrupted run's weights.",
+)
 @force_option
 @seed_option
 def standin_command(
@@ -50,6 +68,8 @@ def standin_command(
     steps: int,
     full_steps: int | None,
     batch: int,
+    save_every: int,
+    resume: str | None,
     force: bool,
     seed: int,
 ) -> None:
@@ -63,6 +83,7 @@ def standin_command(
     from hgdeploy.base.outputs import check_output
     from hgdeploy.standin.registry import RunSettings, get_standin
     from hgdeploy.standin.scenes import check_empty_directory, write_set
+    from hgdeploy.standin.training import Saving, mark_finished, read_resume, resume_file
 
     standin = get_standin(model_name)
     if not standin.full_size_phase and full_steps is not None:
@@ -72,19 +93,34 @@ def standin_command(
         full_steps = min(DEFAULT_FULL_STEPS, steps) if standin.full_size_phase else 0
     if full_steps > steps:
         raise HgDeployError(f"--full-steps {full_steps} is more than --steps {steps}")
+    settings = RunSettings(steps=steps, full_steps=full_steps, batch=batch, seed=seed)
+    recorded = standin.settings(settings)
+    start = None if resume is None else read_resume(resume, recorded)
     checkpoint = check_output(output, force=force)
+    state_file = resume_file(checkpoint)
+    if state_file.exists() and not force and not _same_file(resume, state_file):
+        raise HgDeployError(f"{state_file} holds an earlier run's resume state: continue that run "
+                            f"with --resume {state_file}, or pass --force to start over")  # fmt: skip
     if val_dir is not None:
         check_empty_directory(val_dir)
-    settings = RunSettings(steps=steps, full_steps=full_steps, batch=batch, seed=seed)
+    saving = Saving(state_file if save_every else None, save_every, start)
+    if start is not None:
+        console.print(f"resuming {model_name} after step {start['step']} of {steps}")
     with Progress(console=console, transient=True) as progress:
         task = progress.add_task(f"training {model_name}", total=steps)
 
         def step(done: int, total: int, loss: float) -> None:
             progress.update(task, completed=done, description=f"loss {loss:.5f}")
 
-        result = standin.train(settings, step)
+        result = standin.train(settings, step, saving)
     written = standin.save(result.model, checkpoint)
+    if save_every:
+        mark_finished(state_file, recorded, result.losses)
     console.print(f"wrote {written} (final loss {result.losses[-1]:.5f})")
     if val_dir is not None:
         directory = write_set(standin.held_out(val_count, seed), Path(val_dir))
         console.print(f"wrote {val_count} held-out images and annotations.json to {directory}")
+
+
+def _same_file(given: str | None, path: Path) -> bool:
+    return given is not None and Path(given).exists() and os.path.samefile(given, path)

@@ -33,11 +33,13 @@ from hgdeploy.standin.scenes import SceneSet, detection_set
 from hgdeploy.standin.training import (
     AUGMENTATION_STREAM,
     Progress,
+    Saving,
     TrainResult,
     check_held_out_seed,
     cosine,
     detached_state,
-    take_step,
+    run_settings,
+    train_steps,
     training_seed,
     write_checkpoint,
 )
@@ -176,26 +178,25 @@ def train_detector(
     *,
     model: CornerNetHeads | None = None,
     progress: Progress | None = None,
+    saving: Saving | None = None,
 ) -> TrainResult:
     """Train `model` (default: the synthetic initialisation of `config.seed` with upstream's
-    heat prior) on fresh scenes every step; returns it in eval mode with the loss history."""
+    heat prior) on fresh scenes every step; returns it in eval mode with the loss history.
+    `saving`: where resume states go and the one this run continues from."""
     _check_name(name)
     if model is None:
         model = prior_heads(load_model(name, seed=config.seed))  # type: ignore[arg-type]
-    model.train()
-    optimiser = torch.optim.Adam(model.parameters(), lr=config.lr)
-    result = TrainResult(model)
-    for step in range(config.steps):
-        for group in optimiser.param_groups:
-            group["lr"] = learning_rate(config, step)
+
+    def loss(step: int) -> Tensor:
         seed = training_seed(config.seed, step)
         scenes = detection_set(config.batch, seed, config.input_hw, config.classes,
                                config.max_shapes)  # fmt: skip
         rng = np.random.default_rng([seed, AUGMENTATION_STREAM]) if config.flip else None
-        loss = detector_loss(model, scene_batch(name, scenes, rng))
-        take_step(optimiser, loss, result, progress, step + 1, config.steps)
-    model.eval()
-    return result
+        return detector_loss(model, scene_batch(name, scenes, rng))
+
+    settings = run_settings(name, config)
+    return train_steps(model, settings, lambda step: learning_rate(config, step), loss,
+                       progress, saving)  # fmt: skip
 
 
 def save_detector_checkpoint(model: nn.Module, name: str, path: str | Path) -> Path:

@@ -32,11 +32,13 @@ from hgdeploy.standin.training import (
     AUGMENTATION_STREAM,
     TRAINING_SEEDS,
     Progress,
+    Saving,
     TrainResult,
     check_held_out_seed,
     cosine,
     detached_state,
-    take_step,
+    run_settings,
+    train_steps,
     training_seed,
     write_checkpoint,
 )
@@ -249,10 +251,12 @@ def train_pose(
     *,
     model: nn.Module | None = None,
     progress: Progress | None = None,
+    saving: Saving | None = None,
 ) -> TrainResult:
     """Train `model` (default: the synthetic initialisation of `config.seed` with upstream's
     heads) with Adam, BatchNorm in train mode, on fresh scenes every step; returns it in eval
-    mode with the loss history."""
+    mode with the loss history. `saving`: where resume states go and the one this run
+    continues from."""
     task, spec = _task(name), get_spec(name)
     if not 0 <= config.full_steps <= config.steps:
         raise HgDeployError(f"full_steps must be 0..steps (got {config.full_steps})")
@@ -260,13 +264,9 @@ def train_pose(
     if reduced_hw[0] % task.multiple or reduced_hw[1] % task.multiple:
         raise HgDeployError(f"{name} needs input sides that are multiples of {task.multiple}")
     if model is None:
-        model = upstream_heads(load_model(name, seed=config.seed))
-    model.train()
-    optimiser = torch.optim.Adam(model.parameters(), lr=config.lr)
-    result = TrainResult(model)
-    for step in range(config.steps):
-        for group in optimiser.param_groups:
-            group["lr"] = learning_rate(config, step)
+        model = upstream_heads(load_model(name, seed=config.seed), config.seed)
+
+    def loss(step: int) -> Tensor:
         full = step >= config.steps - config.full_steps
         input_hw = spec.input_hw if full else reduced_hw
         count = (config.full_batch or config.batch) if full else config.batch
@@ -275,20 +275,24 @@ def train_pose(
         rng = np.random.default_rng([seed, AUGMENTATION_STREAM]) if config.augment else None
         batch = scene_batch(name, scenes, input_hw, rng, config.sigma)
         inputs, targets, weights = (torch.from_numpy(part) for part in batch)
-        loss = pose_loss(name, model(inputs), targets, weights)
-        take_step(optimiser, loss, result, progress, step + 1, config.steps)
-    model.eval()
-    return result
+        return pose_loss(name, model(inputs), targets, weights)
+
+    settings = run_settings(name, config)
+    return train_steps(model, settings, lambda step: learning_rate(config, step), loss,
+                       progress, saving)  # fmt: skip
 
 
-def upstream_heads(model: nn.Module) -> nn.Module:
+def upstream_heads(model: nn.Module, seed: int = 0) -> nn.Module:
     """`model`'s output convs re-drawn as HRNet initialises them (N(0, 0.001), bias 0): the
     synthetic heads put out O(1) maps (HRNet: rms 4.5) against peak-1 targets, and 40 HRNet
-    steps left the loss at 0.14 (0.005 with these heads; all-zero maps score 0.008)."""
+    steps left the loss at 0.14 (0.005 with these heads; all-zero maps score 0.008). Drawn from
+    a generator of `seed`: torch seeds its global one at random in every process, so drawing
+    from that made no two runs of one --seed start alike (nor a resumed run checkable)."""
+    generator = torch.Generator().manual_seed(seed)
     heads = getattr(model, "outs", None) or [model.final_layer]  # hourglass / HRNet
     for head in heads:
         conv = head.conv if hasattr(head, "conv") else head
-        nn.init.normal_(conv.weight, std=HEAD_INIT_STD)
+        nn.init.normal_(conv.weight, std=HEAD_INIT_STD, generator=generator)
         nn.init.zeros_(conv.bias)
     return model
 

@@ -12,7 +12,7 @@ from torch import nn
 from hgdeploy.base.errors import HgDeployError
 from hgdeploy.standin import detector_training, pose_training
 from hgdeploy.standin.scenes import SceneSet
-from hgdeploy.standin.training import Progress, TrainResult
+from hgdeploy.standin.training import Progress, Saving, Settings, TrainResult, run_settings
 
 
 @dataclass(frozen=True)
@@ -27,21 +27,25 @@ class RunSettings:
 
 @dataclass(frozen=True)
 class Standin:
-    train: Callable[[RunSettings, Progress | None], TrainResult]
+    train: Callable[[RunSettings, Progress | None, Saving | None], TrainResult]
+    settings: Callable[[RunSettings], Settings]  # what a resume state of the run records
     save: Callable[[nn.Module, Path], Path]  # the checkpoint, in the upstream layout
     held_out: Callable[[int, int], SceneSet]  # (count, seed) -> the validation set
     full_size_phase: bool  # whether the last steps run at the zoo's input size (--full-steps)
 
 
 def _pose(name: str) -> Standin:
-    def train(run: RunSettings, progress: Progress | None) -> TrainResult:
-        config = pose_training.TrainConfig(
+    def config(run: RunSettings) -> pose_training.TrainConfig:
+        return pose_training.TrainConfig(
             steps=run.steps, batch=run.batch, full_steps=run.full_steps, seed=run.seed
         )
-        return pose_training.train_pose(name, config, progress=progress)
+
+    def train(run: RunSettings, progress: Progress | None, saving: Saving | None) -> TrainResult:
+        return pose_training.train_pose(name, config(run), progress=progress, saving=saving)
 
     return Standin(
         train,
+        lambda run: run_settings(name, config(run)),
         lambda model, path: pose_training.save_checkpoint(model, name, path),
         lambda count, seed: pose_training.held_out_set(name, count, seed=seed),
         full_size_phase=True,
@@ -49,14 +53,18 @@ def _pose(name: str) -> Standin:
 
 
 def _detector(name: str) -> Standin:
-    def train(run: RunSettings, progress: Progress | None) -> TrainResult:
-        config = detector_training.DetectorTrainConfig(
+    def config(run: RunSettings) -> detector_training.DetectorTrainConfig:
+        return detector_training.DetectorTrainConfig(
             steps=run.steps, batch=run.batch, seed=run.seed
         )
-        return detector_training.train_detector(name, config, progress=progress)
+
+    def train(run: RunSettings, progress: Progress | None, saving: Saving | None) -> TrainResult:
+        return detector_training.train_detector(name, config(run), progress=progress,
+                                                saving=saving)  # fmt: skip
 
     return Standin(
         train,
+        lambda run: run_settings(name, config(run)),
         lambda model, path: detector_training.save_detector_checkpoint(model, name, path),
         lambda count, seed: detector_training.detector_held_out_set(count, seed),
         full_size_phase=False,
