@@ -14,32 +14,7 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/python -m pip install -q -e ".[test]"
 	touch $@
 
-# The Triton server side (hgdeploy serve): a separate venv, because the python backend's stub
-# silently corrupts tensors under numpy 2 (issue 22), holding what the python-backend models
-# import (hgdeploy itself with --no-deps, numpy<2, the CPU runtimes, torch for the CornerNet
-# decode), plus the tritonserver binary unpacked from the nvidia-pytriton wheel (not installed
-# as a library: it pins numpy<2) with the stub for this Python copied into its python backend.
-SERVER_VENV := .venv-triton
-SERVER_BIN := $(SERVER_VENV)/bin
-TRITON_WHEEL := nvidia-pytriton==0.7.0
-TRITON_DIR := $(SERVER_VENV)/tritonserver
-TRITON_HOME := $(TRITON_DIR)/pytriton/tritonserver
-SERVER_PACKAGES := "numpy<2" onnx onnxruntime openvino polygraphy "opencv-python-headless<4.11" pillow
-
-$(SERVER_VENV)/.installed: pyproject.toml
-	rm -rf $(SERVER_VENV)
-	$(PYTHON) -m venv $(SERVER_VENV)
-	$(SERVER_BIN)/python -m pip install -q --upgrade pip
-	$(SERVER_BIN)/python -m pip install -q $(TORCH_PIN) $(SERVER_PACKAGES)
-	$(SERVER_BIN)/python -m pip install -q --no-deps -e .
-	$(SERVER_BIN)/python -m pip download -q --no-deps $(TRITON_WHEEL) -d $(SERVER_VENV)/wheel
-	$(SERVER_BIN)/python -m zipfile -e $(SERVER_VENV)/wheel/*.whl $(TRITON_DIR)
-	rm -rf $(SERVER_VENV)/wheel
-	cp $(TRITON_HOME)/python_backend_stubs/$$($(SERVER_BIN)/python -c 'import sys; print("%d.%d" % sys.version_info[:2])')/triton_python_backend_stub $(TRITON_HOME)/backends/python/
-	chmod +x $(TRITON_HOME)/bin/tritonserver $(TRITON_HOME)/backends/python/triton_python_backend_stub
-	touch $@
-
-install: $(VENV)/.installed $(SERVER_VENV)/.installed
+install: $(VENV)/.installed
 
 demo: install
 	$(BIN)/hgdeploy models
@@ -70,4 +45,4 @@ test-gpu: install-gpu
 	HGDEPLOY_REQUIRE_GPU=1 $(GPU_BIN)/python -m pytest -q -m "gpu or tensorrt"
 
 clean:
-	rm -rf $(VENV) $(GPU_VENV) $(SERVER_VENV) artifacts
+	rm -rf $(VENV) $(GPU_VENV) artifacts
