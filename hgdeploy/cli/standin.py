@@ -43,6 +43,12 @@ DEFAULT_SAVE_EVERY = 50  # steps between resume states (squeeze at batch 8: a fe
 )
 @click.option("--batch", type=click.IntRange(4), default=8, show_default=True)
 @click.option(
+    "--bf16",
+    is_flag=True,
+    help="Detectors: run the network in bf16 autocast (the loss, weights and optimiser in "
+    "fp32): ~2.4x faster steps on a CPU with AVX512-BF16.",
+)
+@click.option(
     "--save-every",
     type=click.IntRange(0),
     default=DEFAULT_SAVE_EVERY,
@@ -68,6 +74,7 @@ def standin_command(
     steps: int,
     full_steps: int | None,
     batch: int,
+    bf16: bool,
     save_every: int,
     resume: str | None,
     force: bool,
@@ -93,7 +100,7 @@ def standin_command(
         full_steps = min(DEFAULT_FULL_STEPS, steps) if standin.full_size_phase else 0
     if full_steps > steps:
         raise HgDeployError(f"--full-steps {full_steps} is more than --steps {steps}")
-    settings = RunSettings(steps=steps, full_steps=full_steps, batch=batch, seed=seed)
+    settings = RunSettings(steps=steps, full_steps=full_steps, batch=batch, seed=seed, bf16=bf16)
     recorded = standin.settings(settings)
     start = None if resume is None else read_resume(resume, recorded)
     checkpoint = check_output(output, force=force)

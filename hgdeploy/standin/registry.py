@@ -23,6 +23,7 @@ class RunSettings:
     full_steps: int  # pose only: the last steps at the zoo's input size
     batch: int
     seed: int
+    bf16: bool = False  # detectors only: the network in bf16 autocast
 
 
 @dataclass(frozen=True)
@@ -36,6 +37,8 @@ class Standin:
 
 def _pose(name: str) -> Standin:
     def config(run: RunSettings) -> pose_training.TrainConfig:
+        if run.bf16:
+            raise HgDeployError(f"--bf16 is for the detector stand-ins; {name} trains in fp32")
         return pose_training.TrainConfig(
             steps=run.steps, batch=run.batch, full_steps=run.full_steps, seed=run.seed
         )
@@ -55,7 +58,7 @@ def _pose(name: str) -> Standin:
 def _detector(name: str) -> Standin:
     def config(run: RunSettings) -> detector_training.DetectorTrainConfig:
         return detector_training.DetectorTrainConfig(
-            steps=run.steps, batch=run.batch, seed=run.seed
+            steps=run.steps, batch=run.batch, seed=run.seed, bf16=run.bf16
         )
 
     def train(run: RunSettings, progress: Progress | None, saving: Saving | None) -> TrainResult:
