@@ -182,3 +182,15 @@ def test_a_fresh_run_will_not_replace_an_earlier_runs_resume_state(
     assert code == 1 and len(err.strip().splitlines()) == 1
     assert "holds an earlier run's resume state" in err and "--resume" in err
     assert resume_file(output).read_bytes() == cli_runs["interrupted"].read_bytes()
+
+
+def test_the_checkpoint_may_not_replace_the_resume_state_it_continues(
+    cli_runs: dict[str, Path], tmp_path: Path
+) -> None:
+    state = tmp_path / "run.pth.resume.pt"
+    state.write_bytes(cli_runs["interrupted"].read_bytes())
+    code, _, err = _cli(["standin", *POSE_ARGS, "--output", str(state), "--resume", str(state),
+                         "--force"])  # fmt: skip
+    assert code == 1 and len(err.strip().splitlines()) == 1, err
+    assert "is also the --resume input" in err
+    assert state.read_bytes() == cli_runs["interrupted"].read_bytes()

@@ -17,21 +17,8 @@ import torch
 
 from hgdeploy.standin import detector_training as dt
 
-_fp32_loss = dt.detector_loss
-
-
-def bf16_loss(model: torch.nn.Module, batch: dt.DetectorBatch) -> torch.Tensor:
-    """The trainer's loss with the network in bf16 autocast and the loss in fp32."""
-    with torch.autocast("cpu", dtype=torch.bfloat16):
-        stacks = model.every_stack(batch.inputs)
-    stacks = [tuple(head.float() for head in stack) for stack in stacks]
-    if batch.attention is not None:
-        return dt.saccade_loss(stacks, batch.targets, batch.attention)
-    return dt.cornernet_loss(stacks, batch.targets)
-
 
 def run(name: str, steps: int, batch: int, bf16: bool) -> dict:
-    dt.detector_loss = bf16_loss if bf16 else _fp32_loss  # train_detector looks it up per step
     seconds: list[float] = []
     last = [time.perf_counter()]
 
@@ -41,7 +28,7 @@ def run(name: str, steps: int, batch: int, bf16: bool) -> dict:
         last[0] = now
         print(f"{'bf16' if bf16 else 'fp32'} step {done}/{total}: loss {loss:.3f}", flush=True)
 
-    config = dt.DetectorTrainConfig(steps=steps, batch=batch)
+    config = dt.DetectorTrainConfig(steps=steps, batch=batch, bf16=bf16)
     result = dt.train_detector(name, config, progress=progress)
     return {"bf16_autocast": bf16, "losses": result.losses, "step_seconds": seconds}
 

@@ -17,9 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from collections import defaultdict
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -27,35 +25,17 @@ import torch
 
 from hgdeploy.models import corner_pool
 from hgdeploy.models.loader import load_model
+from hgdeploy.pipelines.timing import StageTimes
 from hgdeploy.standin import detector_training as dt
 from hgdeploy.standin.scenes import detection_set
 from hgdeploy.standin.training import AUGMENTATION_STREAM, training_seed
 
-SECTIONS = ("data", "forward", "loss", "backward", "optimiser")
 
-
-class Timer:
-    """Seconds per named section, summed over the counted steps."""
-
-    def __init__(self) -> None:
-        self.seconds: dict[str, float] = defaultdict(float)
-        self.counting = False
-
-    @contextmanager
-    def section(self, name: str) -> Iterator[None]:
-        start = time.perf_counter()
-        try:
-            yield
-        finally:
-            if self.counting:
-                self.seconds[name] += time.perf_counter() - start
-
-
-def timed(timer: Timer, section: str, original: Callable) -> Callable:
+def timed(timer: StageTimes, section: str, original: Callable) -> Callable:
     """`original` unchanged, its time added to `section` (a part of an outer section)."""
 
     def wrapped(*args: object, **kwargs: object) -> torch.Tensor:
-        with timer.section(section):
+        with timer.stage(section):
             return original(*args, **kwargs)
 
     return wrapped
@@ -67,30 +47,30 @@ def one_step(
     optimiser: torch.optim.Optimizer,
     config: dt.DetectorTrainConfig,
     step: int,
-    timer: Timer,
+    timer: StageTimes,
     bf16: bool = False,
 ) -> float:
     """The trainer's step `step`, section by section (the same calls train_detector makes;
     with `bf16` the forward runs in bf16 autocast and the loss in fp32 on the heads)."""
-    with timer.section("data"):
+    with timer.stage("data"):
         seed = training_seed(config.seed, step)
         scenes = detection_set(config.batch, seed, config.input_hw, config.classes,
                                config.max_shapes)  # fmt: skip
         rng = np.random.default_rng([seed, AUGMENTATION_STREAM]) if config.flip else None
         batch = dt.scene_batch(name, scenes, rng)
-    with timer.section("forward"):
+    with timer.stage("forward"):
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
             stacks = model.every_stack(batch.inputs)
         stacks = [tuple(head.float() for head in stack) for stack in stacks]
-    with timer.section("loss"):
+    with timer.stage("loss"):
         if batch.attention is not None:
             loss = dt.saccade_loss(stacks, batch.targets, batch.attention)
         else:
             loss = dt.cornernet_loss(stacks, batch.targets)
-    with timer.section("backward"):
+    with timer.stage("backward"):
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
-    with timer.section("optimiser"):
+    with timer.stage("optimiser"):
         optimiser.step()
     return loss.item()
 
@@ -103,13 +83,7 @@ def gradient_agreement(name: str, model: torch.nn.Module, config: dt.DetectorTra
     losses, grads = [], []
     for bf16 in (False, True):
         model.zero_grad(set_to_none=True)
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            stacks = model.every_stack(batch.inputs)
-        stacks = [tuple(head.float() for head in stack) for stack in stacks]
-        if batch.attention is not None:
-            loss = dt.saccade_loss(stacks, batch.targets, batch.attention)
-        else:
-            loss = dt.cornernet_loss(stacks, batch.targets)
+        loss = dt.detector_loss(model, batch, bf16)
         loss.backward()
         losses.append(loss.item())
         grads.append({n: p.grad.flatten().clone() for n, p in model.named_parameters()
@@ -136,7 +110,7 @@ def profile(
     model = dt.prior_heads(load_model(name, seed=config.seed))  # type: ignore[arg-type]
     model.train()
     optimiser = torch.optim.Adam(model.parameters(), lr=config.lr)
-    timer = Timer()
+    timer = StageTimes()
     # the pools' custom ops look these up by name at call time
     corner_pool.corner_pool_backward = timed(
         timer, "pools backward (in backward)", corner_pool.corner_pool_backward
@@ -148,13 +122,15 @@ def profile(
     for step in range(warmup + steps):
         for group in optimiser.param_groups:
             group["lr"] = dt.learning_rate(config, step)
-        timer.counting = step >= warmup
+        counted = step >= warmup
+        if step == warmup:
+            timer.reset()  # the warm-up steps are not counted
         start = time.perf_counter()
         loss = one_step(name, model, optimiser, config, step, timer, bf16)
         elapsed = time.perf_counter() - start
-        if timer.counting:
+        if counted:
             step_seconds.append(elapsed)
-        print(f"{name} step {step} ({'counted' if timer.counting else 'warm-up'}): "
+        print(f"{name} step {step} ({'counted' if counted else 'warm-up'}): "
               f"{elapsed:.2f} s, loss {loss:.4f}", flush=True)  # fmt: skip
     total = sum(step_seconds)
     per_step = {key: value / steps for key, value in timer.seconds.items()}
@@ -172,7 +148,6 @@ def profile(
         "sections_share": {key: value * steps / total for key, value in per_step.items()},
     }
     if profile_ops:
-        timer.counting = False
         with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
             one_step(name, model, optimiser, config, warmup + steps, timer, bf16)
         averages = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)

@@ -104,6 +104,11 @@ def default_artifact_path(fp32_onnx: Path, artifact_tag: str, suffix: str) -> Pa
     return fp32_onnx.with_name(f"{base}_{artifact_tag}{suffix}")
 
 
+def cache_beside(artifact: Path, cache_suffix: str) -> Path:
+    """The calibration cache an int8 build writes beside its artifact: ``<artifact><suffix>``."""
+    return artifact.with_name(artifact.name + cache_suffix)
+
+
 def calibration_for(
     source: LoweredSource,
     request: BuildRequest,
@@ -124,7 +129,7 @@ def calibration_for(
         source.spec,
         source.provenance,
         calib_cache=request.calib_cache,
-        default_cache=source.output.with_name(source.output.name + cache_suffix),
+        default_cache=cache_beside(source.output, cache_suffix),
         calib_dir=request.calib_dir,
         batches=request.calib_batches or default_batches,
         batch=CALIBRATION_BATCH,
@@ -189,7 +194,7 @@ class CpuArtifactBackend(Backend):
         """The calibration cache an int8 build writes beside --output (not when it reads one)."""
         if request.output is None or request.precision != "int8" or request.calib_cache:
             return ()
-        return (request.output.with_name(request.output.name + self.cache_suffix),)
+        return (cache_beside(request.output, self.cache_suffix),)
 
     def ensure_artifact(self, name: str, fp32_onnx: Path, precision: str) -> Path:
         """The default artifact if its sidecar says it was made from this exact `fp32_onnx`,

@@ -47,7 +47,7 @@ class TensorRtBackend(Backend):
     def companions(self, request: BuildRequest) -> tuple[Path, ...]:
         """The prepared ONNX (with --prepare-only it is --output itself; otherwise beside a
         given --onnx) and, for int8 without --calib-cache, its calibration cache."""
-        from hgdeploy.backends.tensorrt_build import file_tag
+        from hgdeploy.backends.tensorrt_build import prepared_onnx_path
         from hgdeploy.precision.tensorrt_graphs import calibration_cache_path
 
         precision = request.precision or str(self.default_build)
@@ -55,8 +55,7 @@ class TensorRtBackend(Backend):
         if request.prepare_only and request.output is not None:
             prepared = request.output
         elif request.onnx is not None:
-            tag = file_tag(precision, request.high_precision)
-            prepared = request.onnx.with_name(f"{request.onnx.stem}_{tag}.onnx")
+            prepared = prepared_onnx_path(request.onnx, precision, request.high_precision)
             written.append(prepared)
         else:
             return ()

@@ -36,6 +36,12 @@ def file_tag(precision: str, high_precision: str | None) -> str:
     return f"{precision}-{high_precision}"
 
 
+def prepared_onnx_path(fp32: Path, precision: str, high_precision: str | None) -> Path:
+    """Where the precision-prepared ONNX of `fp32` is written (beside it) unless --prepare-only
+    names it: ``model.onnx`` -> ``model_int8.onnx``."""
+    return fp32.with_name(f"{fp32.stem}_{file_tag(precision, high_precision)}.onnx")
+
+
 def default_engine_path(prepared_onnx: Path, tag: str) -> Path:
     return prepared_onnx.with_name(f"{prepared_onnx.stem.split('_dyn')[0]}_{tag}.engine")
 
@@ -92,7 +98,7 @@ def run_build_engine(
         raise HgDeployError(f"{fp32} has lowered corner pools; build engines from the plugin form")
     _check_static_batch(fp32, settings)
     tag = file_tag(precision, request.high_precision)
-    prepared_path = fp32.with_name(f"{fp32.stem}_{tag}.onnx")
+    prepared_path = prepared_onnx_path(fp32, precision, request.high_precision)
     if request.prepare_only and request.output is not None:
         if request.output.suffix != ".onnx":
             raise HgDeployError(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import click
@@ -90,7 +89,7 @@ def standin_command(
     from hgdeploy.base.outputs import check_output
     from hgdeploy.standin.registry import RunSettings, get_standin
     from hgdeploy.standin.scenes import check_empty_directory, write_set
-    from hgdeploy.standin.training import Saving, mark_finished, read_resume, resume_file
+    from hgdeploy.standin.training import Saving, check_state_file, mark_finished, read_resume
 
     standin = get_standin(model_name)
     if not standin.full_size_phase and full_steps is not None:
@@ -103,11 +102,8 @@ def standin_command(
     settings = RunSettings(steps=steps, full_steps=full_steps, batch=batch, seed=seed, bf16=bf16)
     recorded = standin.settings(settings)
     start = None if resume is None else read_resume(resume, recorded)
-    checkpoint = check_output(output, force=force)
-    state_file = resume_file(checkpoint)
-    if state_file.exists() and not force and not _same_file(resume, state_file):
-        raise HgDeployError(f"{state_file} holds an earlier run's resume state: continue that run "
-                            f"with --resume {state_file}, or pass --force to start over")  # fmt: skip
+    checkpoint = check_output(output, inputs={"--resume": resume}, force=force)
+    state_file = check_state_file(checkpoint, resume, force)
     if val_dir is not None:
         check_empty_directory(val_dir)
     saving = Saving(state_file if save_every else None, save_every, start)
@@ -127,7 +123,3 @@ def standin_command(
     if val_dir is not None:
         directory = write_set(standin.held_out(val_count, seed), Path(val_dir))
         console.print(f"wrote {val_count} held-out images and annotations.json to {directory}")
-
-
-def _same_file(given: str | None, path: Path) -> bool:
-    return given is not None and Path(given).exists() and os.path.samefile(given, path)

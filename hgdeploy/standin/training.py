@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import pickle
 import random
 import zipfile
@@ -102,6 +103,17 @@ def resume_file(output: str | Path) -> Path:
     """Where the run writing checkpoint `output` keeps its resume state: beside it."""
     output = Path(output)
     return output.with_name(output.name + RESUME_SUFFIX)
+
+
+def check_state_file(output: Path, resume: str | Path | None, force: bool) -> Path:
+    """The resume state beside `output`, unless it holds an earlier run's state that this run
+    would replace without continuing it (`resume`) or being told to (`force`)."""
+    state = resume_file(output)
+    continuing = resume is not None and Path(resume).exists() and os.path.samefile(resume, state)
+    if state.exists() and not force and not continuing:
+        raise HgDeployError(f"{state} holds an earlier run's resume state: continue that run "
+                            f"with --resume {state}, or pass --force to start over")  # fmt: skip
+    return state
 
 
 def run_settings(name: str, config: object) -> Settings:
