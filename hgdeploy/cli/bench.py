@@ -25,6 +25,8 @@ from hgdeploy.cli.options import (
     benchmarked_precisions_option,
     checkpoint_option,
     force_option,
+    images_dir_option,
+    path_or_none,
     seed_option,
     timing_options,
 )
@@ -112,6 +114,16 @@ class BatchType(click.ParamType):
     "picks the pooled shapes of those models; default every shape); 'pipeline': each "
     "model's end-to-end test-time pipeline split by stage, per backend (pipeline.json/.md).",
 )
+@click.option(
+    "--artifact",
+    "artifacts",
+    multiple=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="With --op pipeline: time this deployment (one --model; repeat for several, after "
+    "the eager model) instead of each backend's shared fp32 ONNX; --backend runs every one "
+    "(default: from each file's suffix).",
+)
+@images_dir_option("With --op pipeline: time over these photos instead of the bundled three.")
 def bench_command(
     models: tuple[str, ...],
     backends: tuple[str, ...],
@@ -128,6 +140,8 @@ def bench_command(
     seed: int,
     op: str | None,
     force: bool,
+    artifacts: tuple[Path, ...],
+    images_dir: str | None,
 ) -> None:
     """Benchmark backends against eager torch on real images (each cell parity-checked first)."""
     from hgdeploy.bench.timing import TimingPlan
@@ -139,7 +153,10 @@ def bench_command(
     else:
         plan = TimingPlan(warmup, iterations or 10, None)
     # An unwritable or foreign --output fails now, not after the run.
-    inputs = {"--checkpoint": checkpoint, "--engine": engine}
+    if (artifacts or images_dir is not None) and op != "pipeline":
+        raise HgDeployError("--artifact and --images go with --op pipeline")
+    inputs = {"--checkpoint": checkpoint, "--engine": engine, "--artifact": list(artifacts),
+              "--images": path_or_none(images_dir, "--images")}  # fmt: skip
     check_output(output, inputs=inputs, force=force, directory=True)
     if op == "corner-pool":
         _corner_pool(plan, models, threads, device, batches, output)
@@ -148,7 +165,9 @@ def bench_command(
         _matmul_peak(plan, threads, output)
         return
     if op == "pipeline":
-        _pipeline(models, backends, iterations or 3, seed, output, checkpoint)
+        images = path_or_none(images_dir, "--images")
+        deployments = _pipeline_deployments(backends, artifacts)
+        _pipeline(models, deployments, iterations or 3, seed, output, checkpoint, images)
         return
     from hgdeploy.backends.registry import backend_names
     from hgdeploy.bench.host import resolve_device
@@ -187,34 +206,46 @@ def bench_command(
     console.print(escape(f"wrote {', '.join(str(p) for p in written)}"))
 
 
+def _pipeline_deployments(backends: tuple[str, ...], artifacts: tuple[Path, ...]) -> list[Any]:
+    """What `--op pipeline` times: each backend's shared ONNX, or the eager model and then
+    every --artifact (on --backend, or the backend its suffix names)."""
+    from hgdeploy.backends.registry import reference_backend
+    from hgdeploy.bench.pipeline_stages import pipeline_backends
+    from hgdeploy.evaluation.run import Deployment
+
+    if not artifacts:
+        return [Deployment(b) for b in backends or pipeline_backends()]
+    runners = [b for b in backends if b != reference_backend().name]
+    if len(runners) > 1:
+        raise HgDeployError("with --artifact give at most one --backend (it runs every artifact)")
+    backend = runners[0] if runners else None
+    return [Deployment(), *(Deployment(backend, a) for a in artifacts)]
+
+
 def _pipeline(
     models: tuple[str, ...],
-    backends: tuple[str, ...],
+    deployments: list[Any],
     repeats: int,
     seed: int,
     output: Path,
     checkpoint: str | None,
+    images: Path | None,
 ) -> None:
-    """End-to-end pipeline latency split by stage (batch 1, bundled photos)."""
+    """End-to-end pipeline latency split by stage (batch 1, bundled photos or --images)."""
     from hgdeploy.base.artifacts import write_text_atomic
     from hgdeploy.base.zoo import ZOO
-    from hgdeploy.bench.pipeline_stages import (
-        measure,
-        pipeline_backends,
-        report_json,
-        report_markdown,
-    )
+    from hgdeploy.bench.pipeline_stages import measure, report_json, report_markdown
     from hgdeploy.bench.report import write_json
 
     chosen_models = models or tuple(ZOO)
-    chosen_backends = backends or pipeline_backends()
     with console.status("pipeline stages"):
         report = measure(
             chosen_models,
-            chosen_backends,
+            deployments,
             repeats,
             seed,
             Path(checkpoint) if checkpoint else None,
+            images,
         )
     markdown = report_markdown(report)
     console.print(markdown)
