@@ -132,6 +132,10 @@ MISUSE = [
         ["--op", "pipeline", "--model", "squeeze", "--model", "hrnet", "--artifact", "x.onnx"],
         "--artifact with --op pipeline needs exactly one --model",
     ),
+    (  # refused before the eager model is timed, not after it
+        ["--op", "pipeline", "--model", "squeeze", "--artifact", "missing.onnx"],
+        "artifact not found",
+    ),
 ]
 
 

@@ -123,18 +123,10 @@ def time_pipeline(
     found = None if pose else float(np.mean([len(d) for d in last_pass]))
     crops = [d.details["crops"] for d in last_pass if not pose and "crops" in d.details]
     crop_stats = {"mean": float(np.mean(crops)), "max": float(max(crops))} if crops else None
-    label = deployment_label(deployment, artifact, eager)
+    # evaluate's run label, so a timing row and an AP row name a deployment alike
+    label = Deployment().label() if eager else Deployment(deployment.backend, artifact).label()
     return PipelineTiming(name, pipeline.network.backend, medians, end_to_end, network,
                           post / end_to_end, found, label, crop_stats)  # fmt: skip
-
-
-def deployment_label(deployment: Deployment, artifact: Path | None, eager: bool) -> str:
-    """evaluate's run label, so a timing row and an AP row name a deployment alike."""
-    if eager:
-        return Deployment().label()
-    if deployment.artifact is None and artifact is not None:  # the shared ONNX
-        return f"{deployment.backend}-fp32:{artifact.name} (shared export)"
-    return Deployment(deployment.backend, artifact).label()
 
 
 def measure(
@@ -152,6 +144,8 @@ def measure(
         raise HgDeployError("--checkpoint with --op pipeline needs exactly one --model")
     if any(d.artifact is not None for d in deployments) and len(models) != 1:
         raise HgDeployError("--artifact with --op pipeline needs exactly one --model")
+    for deployment in deployments:
+        deployment.check_found()
     if images_dir is not None:
         named = images_in(images_dir)
         names, photos = tuple(n for n, _ in named), [p for _, p in named]

@@ -9,7 +9,7 @@ files say which cells they are. Bad options and a bad --checkpoint exit 1 with o
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 from rich.markup import escape
@@ -30,6 +30,9 @@ from hgdeploy.cli.options import (
     seed_option,
     timing_options,
 )
+
+if TYPE_CHECKING:
+    from hgdeploy.evaluation.run import Deployment
 
 DEFAULT_OUTPUT = Path("benchmarks") / "results"
 _STATUS_STYLE = {
@@ -206,7 +209,9 @@ def bench_command(
     console.print(escape(f"wrote {', '.join(str(p) for p in written)}"))
 
 
-def _pipeline_deployments(backends: tuple[str, ...], artifacts: tuple[Path, ...]) -> list[Any]:
+def _pipeline_deployments(
+    backends: tuple[str, ...], artifacts: tuple[Path, ...]
+) -> list[Deployment]:
     """What `--op pipeline` times: each backend's shared ONNX, or the eager model and then
     every --artifact (on --backend, or the backend its suffix names)."""
     from hgdeploy.backends.registry import reference_backend
@@ -224,7 +229,7 @@ def _pipeline_deployments(backends: tuple[str, ...], artifacts: tuple[Path, ...]
 
 def _pipeline(
     models: tuple[str, ...],
-    deployments: list[Any],
+    deployments: list[Deployment],
     repeats: int,
     seed: int,
     output: Path,

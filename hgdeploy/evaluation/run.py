@@ -45,6 +45,11 @@ class Deployment:
         precision = record.get("precision", "fp32")
         return f"{self.backend or _suffix_backend(self.artifact)}-{precision}:{self.artifact.name}"
 
+    def check_found(self) -> None:
+        """Refuse a missing artifact before any run: a typo must not cost a whole eager pass."""
+        if self.artifact is not None and not self.artifact.exists():
+            raise HgDeployError(f"artifact not found: {self.artifact}")
+
 
 @dataclass
 class RunScore:
@@ -103,9 +108,8 @@ def evaluate(
     predictions.json (the primary run's), one predictions.<n>.json per other run, metrics.json."""
     spec = get_spec(name)
     labeled = load_labeled_set(annotations, images_dir, spec)
-    for deployment in deployments:  # before the eager run: a typo must not cost a whole set
-        if deployment.artifact is not None and not deployment.artifact.exists():
-            raise HgDeployError(f"artifact not found: {deployment.artifact}")
+    for deployment in deployments:
+        deployment.check_found()
     out_dir = _check_outputs(output, labeled, deployments, checkpoint, force)
     runs = []
     for deployment in (Deployment(), *deployments):
