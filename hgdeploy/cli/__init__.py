@@ -21,7 +21,9 @@ from hgdeploy.cli.options import CliGroup
 from hgdeploy.cli.parity import parity_command
 from hgdeploy.cli.plugins import plugins_command
 from hgdeploy.cli.predict import predict_command
+from hgdeploy.cli.repository import repository_command
 from hgdeploy.cli.sensitivity import sensitivity_command
+from hgdeploy.cli.serve import serve_command
 from hgdeploy.cli.standin import standin_command
 
 
@@ -51,6 +53,8 @@ for _command in (
     sensitivity_command,
     plugins_command,
     bench_command,
+    repository_command,
+    serve_command,
 ):
     main.add_command(_command)
 # The command was called build-engine before it built CPU artifacts too; the README's users
