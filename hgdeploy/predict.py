@@ -15,7 +15,7 @@ import numpy as np
 
 from hgdeploy.base.artifacts import artifact_files, read_sidecar
 from hgdeploy.base.errors import HgDeployError
-from hgdeploy.base.images import image_paths_in, read_image, sample_images
+from hgdeploy.base.images import image_id_for, image_paths_in, read_image, sample_images
 from hgdeploy.base.outputs import check_output
 from hgdeploy.base.zoo import get_spec
 from hgdeploy.pipelines.drawing import draw_detections, draw_pose, encode_png
@@ -47,11 +47,6 @@ class PredictRun:
 
     def coco_results(self) -> list[dict[str, Any]]:
         return [rec for p in self.predictions for rec in p.found.to_coco(p.image_id)]
-
-
-def image_id_for(path: Path) -> int | str:
-    """COCO's file names are the image id ("000000397133.jpg" -> 397133); others keep the stem."""
-    return int(path.stem) if path.stem.isdigit() else path.stem
 
 
 def gather_images(

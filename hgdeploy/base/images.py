@@ -6,6 +6,7 @@ parity checks, calibration and demos run on real image statistics anywhere.
 
 from __future__ import annotations
 
+import io
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -40,19 +41,48 @@ def read_image(path: str | Path) -> np.ndarray:
     16-bit images keep their content: the high byte of each sample, as OpenCV's ``imread``
     (what upstream reads with) gives, instead of PIL's ``convert`` saturating every value above
     255. Images larger than PIL's decompression-bomb limit are refused."""
+    return _decode(path, f"image {path}", None)
+
+
+def decode_image(data: bytes, max_pixels: int | None = None) -> np.ndarray:
+    """Encoded image bytes (a served request's body) as `read_image` reads the same file.
+
+    `max_pixels` refuses a larger image from its header, before any pixel is decoded (a server
+    must not let one request allocate gigabytes)."""
+    if len(data) == 0:
+        raise HgDeployError("empty image: the request carried no bytes")
+    return _decode(io.BytesIO(data), "image", max_pixels)
+
+
+def _decode(source: str | Path | io.BytesIO, what: str, max_pixels: int | None) -> np.ndarray:
     try:
-        with Image.open(path) as img:
+        with Image.open(source) as img:
+            width, height = img.size
+            if max_pixels is not None and width * height > max_pixels:
+                raise HgDeployError(
+                    f"{what} is {width}x{height}, more than the {max_pixels} pixels allowed"
+                )
             if img.mode in _WIDE_MODES:
                 return _to_rgb8(np.asarray(img))
             return np.asarray(img.convert("RGB"), dtype=np.uint8)
     except Image.DecompressionBombError:
         limit = Image.MAX_IMAGE_PIXELS
         raise HgDeployError(
-            f"cannot read image {path}: more than {limit} pixels (refused as a possible "
+            f"cannot read {what}: more than {limit} pixels (refused as a possible "
             "decompression bomb)"
         ) from None
-    except (OSError, UnidentifiedImageError, ValueError) as exc:
-        raise HgDeployError(f"cannot read image {path}: {first_line(exc)}") from None
+    except UnidentifiedImageError as exc:
+        if isinstance(source, io.BytesIO):  # PIL's message names the buffer object
+            raise HgDeployError(f"cannot read {what}: not an image file PIL reads") from None
+        raise HgDeployError(f"cannot read {what}: {first_line(exc)}") from None
+    except (OSError, ValueError) as exc:
+        raise HgDeployError(f"cannot read {what}: {first_line(exc)}") from None
+
+
+def image_id_for(name: str | Path) -> int | str:
+    """COCO's file names are the image id ("000000397133.jpg" -> 397133); others keep the stem."""
+    stem = Path(name).stem
+    return int(stem) if stem.isdigit() else stem
 
 
 # PIL's modes for single-channel images wider than 8 bits (16-bit PNG/TIFF grayscale).
