@@ -1,0 +1,79 @@
+"""Triton model configurations (`config.pbtxt`) as data, written as protobuf text.
+
+Only the fields hgdeploy sets are modelled; Triton's own validation (run by the server at load
+time) is the judge of the result, and the serving tests load every kind of config on a real
+server. Text format rather than `model_config.proto` because Triton ships no Python package for
+its protos and the text format is what users read and edit.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+
+# numpy dtype name -> Triton data type
+TRITON_TYPES = {"float32": "TYPE_FP32", "float16": "TYPE_FP16", "int32": "TYPE_INT32",
+                "int64": "TYPE_INT64", "bytes": "TYPE_STRING"}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class TensorConfig:
+    name: str
+    data_type: str  # TYPE_FP32, TYPE_STRING, ...
+    dims: tuple[int, ...]  # without the batch axis when the model batches; -1: any size
+    optional: bool = False
+
+    def text(self) -> str:
+        dims = ", ".join(str(d) for d in self.dims)
+        optional = " optional: true" if self.optional else ""
+        return f'{{ name: "{self.name}" data_type: {self.data_type} dims: [ {dims} ]{optional} }}'
+
+
+@dataclass(frozen=True)
+class DynamicBatching:
+    max_queue_delay_us: int  # how long the batcher waits for more requests to join a batch
+
+    def text(self) -> str:
+        return f"dynamic_batching {{ max_queue_delay_microseconds: {self.max_queue_delay_us} }}"
+
+
+@dataclass
+class ModelConfig:
+    name: str
+    inputs: list[TensorConfig]
+    outputs: list[TensorConfig]
+    max_batch_size: int = 0  # 0: the model does not batch (dims are full shapes)
+    backend: str | None = None  # "python", "onnxruntime", "openvino"
+    platform: str | None = None  # "tensorrt_plan"
+    default_model_filename: str | None = None
+    dynamic_batching: DynamicBatching | None = None
+    instance_count: int = 1
+    instance_kind: str = "KIND_CPU"
+    parameters: dict[str, str] = field(default_factory=dict)
+
+    def text(self) -> str:
+        lines = [f'name: "{self.name}"']
+        if self.platform is not None:
+            lines.append(f'platform: "{self.platform}"')
+        if self.backend is not None:
+            lines.append(f'backend: "{self.backend}"')
+        lines.append(f"max_batch_size: {self.max_batch_size}")
+        if self.default_model_filename is not None:
+            lines.append(f'default_model_filename: "{self.default_model_filename}"')
+        lines += _tensor_list("input", self.inputs) + _tensor_list("output", self.outputs)
+        if self.dynamic_batching is not None:
+            lines.append(self.dynamic_batching.text())
+        lines.append(
+            f"instance_group [ {{ count: {self.instance_count} kind: {self.instance_kind} }} ]"
+        )
+        for key, value in self.parameters.items():
+            lines.append(
+                f"parameters {{ key: {json.dumps(key)} value {{ string_value: {json.dumps(value)} }} }}"
+            )
+        return "\n".join(lines) + "\n"
+
+
+def _tensor_list(kind: str, tensors: list[TensorConfig]) -> list[str]:
+    return (
+        [f"{kind} ["] + [f"  {t.text()}," for t in tensors[:-1]] + [f"  {tensors[-1].text()}", "]"]
+    )
