@@ -1,0 +1,134 @@
+"""`hgdeploy repository` without a server: what each config states, and what it refuses.
+
+The configs' acceptance by Triton itself is checked on a real server in test_serving.py."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import onnx
+import pytest
+from conftest import one_line_error
+from conftest import run_cli as run
+from onnx import TensorProto, helper
+
+from hgdeploy.base.artifacts import write_sidecar
+from hgdeploy.base.errors import HgDeployError
+
+
+def tiny_onnx(path: Path, batch: int | str = "N", model: str = "hrnet") -> Path:
+    """An hgdeploy-shaped network file: input `image` (batch, 3, 256, 192) -> `heatmaps`."""
+    image = helper.make_tensor_value_info("image", TensorProto.FLOAT, [batch, 3, 256, 192])
+    heat = helper.make_tensor_value_info("heatmaps", TensorProto.FLOAT, [batch, 3, 256, 192])
+    graph = helper.make_graph([helper.make_node("Relu", ["image"], ["heatmaps"])], "g",
+                              [image], [heat])  # fmt: skip
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=10)
+    onnx.save(proto, path)
+    write_sidecar(path, {"kind": "onnx", "model": model, "precision": "fp32"})
+    return path
+
+
+def test_dynamic_batch_onnx_becomes_a_dynamically_batched_native_model(tmp_path: Path) -> None:
+    artifact = tiny_onnx(tmp_path / "net.onnx")
+    code, output = run(["repository", "--model", "hrnet", "--artifact", str(artifact),
+                        "--output", str(tmp_path / "repo"), "--max-batch", "4"])  # fmt: skip
+    assert code == 0, output
+    repo = tmp_path / "repo"
+    assert sorted(p.name for p in repo.iterdir()) == ["hrnet_onnxruntime_fp32", "hrnet_pipeline"]
+    config = (repo / "hrnet_onnxruntime_fp32" / "config.pbtxt").read_text()
+    assert 'backend: "onnxruntime"' in config and "max_batch_size: 4" in config
+    assert "dynamic_batching" in config
+    assert 'name: "image" data_type: TYPE_FP32 dims: [ 3, 256, 192 ]' in config
+    assert 'name: "heatmaps" data_type: TYPE_FP32 dims: [ 3, 256, 192 ]' in config
+    assert (repo / "hrnet_onnxruntime_fp32" / "1" / "model.onnx").read_bytes() == (
+        artifact.read_bytes()
+    )
+    pipeline = (repo / "hrnet_pipeline" / "config.pbtxt").read_text()
+    assert 'string_value: "hrnet_onnxruntime_fp32"' in pipeline
+    assert 'name: "box" data_type: TYPE_FP32 dims: [ 4 ] optional: true' in pipeline
+    sidecar = json.loads((tmp_path / "repo.json").read_text())
+    assert sidecar["kind"] == "triton-repository" and sidecar["network_form"] == "native"
+
+
+def test_fixed_batch_onnx_is_unbatched_and_python_network_batches(tmp_path: Path) -> None:
+    """A fixed batch of 2 cannot take Triton's smaller batches natively (full shape, no
+    batcher); the python model pads, so it batches up to 2."""
+    artifact = tiny_onnx(tmp_path / "net.onnx", batch=2)
+    assert run(["repository", "--model", "hrnet", "--artifact", str(artifact), "--output",
+                str(tmp_path / "native")])[0] == 0  # fmt: skip
+    native = (tmp_path / "native" / "hrnet_onnxruntime_fp32" / "config.pbtxt").read_text()
+    assert "max_batch_size: 0" in native and "dynamic_batching" not in native
+    assert "dims: [ 2, 3, 256, 192 ]" in native
+    code, output = run(["repository", "--model", "hrnet", "--artifact", str(artifact),
+                        "--output", str(tmp_path / "py"), "--python-network"])  # fmt: skip
+    assert code == 0, output
+    python = (tmp_path / "py" / "hrnet_onnxruntime_fp32" / "config.pbtxt").read_text()
+    assert 'backend: "python"' in python and "max_batch_size: 2" in python
+    assert (tmp_path / "py" / "hrnet_onnxruntime_fp32" / "1" / "net.onnx.json").is_file()
+    pipeline = (tmp_path / "py" / "hrnet_pipeline" / "config.pbtxt").read_text()
+    assert 'key: "static_batch" value { string_value: "0" }' in pipeline
+
+
+def test_engine_profile_gives_the_batch_range(tmp_path: Path) -> None:
+    engine = tmp_path / "net.engine"
+    engine.write_bytes(b"plan")
+    write_sidecar(engine, {"kind": "tensorrt-engine", "model": "hrnet", "precision": "fp16",
+                           "profile": {"min": 1, "opt": 4, "max": 8}})  # fmt: skip
+    code, output = run(["repository", "--model", "hrnet", "--artifact", str(engine),
+                        "--output", str(tmp_path / "repo")])  # fmt: skip
+    assert code == 0, output
+    config = (tmp_path / "repo" / "hrnet_tensorrt_fp16" / "config.pbtxt").read_text()
+    assert 'platform: "tensorrt_plan"' in config and "max_batch_size: 8" in config
+    assert "KIND_GPU" in config and 'default_model_filename: "model.plan"' in config
+    write_sidecar(engine, {"kind": "tensorrt-engine", "model": "hrnet", "precision": "fp16",
+                           "profile": {"min": 2, "opt": 4, "max": 8}})  # fmt: skip
+    code, output = run(["repository", "--model", "hrnet", "--artifact", str(engine),
+                        "--output", str(tmp_path / "repo2")])  # fmt: skip
+    one_line_error(code, output, "rebuild it with --min-batch 1")
+
+
+def test_refusals(tmp_path: Path) -> None:
+    artifact = tiny_onnx(tmp_path / "net.onnx")
+    foreign = tmp_path / "mine"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("keep")
+    args = ["repository", "--model", "hrnet", "--artifact", str(artifact), "--output"]
+    one_line_error(*run([*args, str(foreign)]), "was not written by hgdeploy; pass --force")
+    assert (foreign / "notes.txt").read_text() == "keep"
+    code, output = run([*args, str(foreign), "--force"])
+    assert code == 0, output
+    assert not (foreign / "notes.txt").exists()
+    code, output = run([*args, str(tmp_path / "r")])
+    assert code == 0, output
+    code, output = run([*args, str(tmp_path / "r")])  # its own repository: replaced
+    assert code == 0, output
+    one_line_error(*run([*args, str(tmp_path)]), "holds the --artifact")
+    squeeze = tiny_onnx(tmp_path / "sq.onnx", model="squeeze")
+    code, output = run(["repository", "--model", "hrnet", "--artifact", str(squeeze),
+                        "--output", str(tmp_path / "x")])  # fmt: skip
+    one_line_error(code, output, "was made from 'squeeze', not 'hrnet'")
+    code, output = run(["repository", "--model", "hrnet", "--artifact", str(tmp_path / "no.onnx"),
+                        "--output", str(tmp_path / "x")])  # fmt: skip
+    one_line_error(code, output, "artifact not found")
+    assert not (tmp_path / "x").exists()
+
+
+def test_serve_refuses_a_busy_port_in_one_line(tmp_path: Path) -> None:
+    """Checked before the server starts (tritonserver itself says so only after loading)."""
+    import socket
+
+    from hgdeploy.serving import server
+
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        try:
+            server.find_tritonserver()
+        except HgDeployError as exc:  # the refusal must come first only where a server exists
+            pytest.skip(f"no tritonserver: {exc}")
+        code, output = run(["serve", "--repository", str(repo), "--http-port", str(port)])
+    one_line_error(code, output, f"HTTP port {port} on 127.0.0.1 is in use")
