@@ -16,6 +16,7 @@ from hgdeploy.cli.bench import bench_command
 from hgdeploy.cli.build import build_command
 from hgdeploy.cli.evaluate import evaluate_command
 from hgdeploy.cli.export import export_command
+from hgdeploy.cli.loadtest import loadtest_command
 from hgdeploy.cli.models import models_command
 from hgdeploy.cli.options import CliGroup
 from hgdeploy.cli.parity import parity_command
@@ -55,6 +56,7 @@ for _command in (
     bench_command,
     repository_command,
     serve_command,
+    loadtest_command,
 ):
     main.add_command(_command)
 # The command was called build-engine before it built CPU artifacts too; the README's users
