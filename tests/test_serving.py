@@ -330,3 +330,26 @@ def test_serve_command_stops_cleanly_on_sigterm(tmp_path: Path) -> None:
     assert code == 128 + signal.SIGTERM, log.read_text()  # the CLI turns SIGTERM into exit 143
     assert not _processes_mentioning(repo), "tritonserver or a stub outlived `hgdeploy serve`"
     assert not TritonHttp(f"http://127.0.0.1:{ports.http}", timeout=2).ready()
+
+
+def test_loadtest_counts_agree_with_the_server(tmp_path: Path) -> None:
+    """`hgdeploy loadtest` on a tiny network: every answer is counted once, the batch sizes
+    Triton reports add up to the requests sent, and the levels stop at --requests."""
+    onnx_path = tiny_onnx(tmp_path / "net.onnx")
+    repo = tmp_path / "repo"
+    invoke(["repository", "--model", "hrnet", "--artifact", str(onnx_path), "--output",
+            str(repo), "--python-network", "--max-batch", "4"])  # fmt: skip
+    out = tmp_path / "load"
+    invoke(["loadtest", "--repository", str(repo), "--target", "network", "--concurrency", "1",
+            "--concurrency", "3", "--requests", "12", "--seconds", "60", "--warmup", "2",
+            "--output", str(out)])  # fmt: skip
+    record = json.loads((out / "serving.json").read_text())
+    assert [lv["concurrency"] for lv in record["levels"]] == [1, 3]
+    for level in record["levels"]:
+        assert level["answered"] == 12 and level["errors"] == 0
+        assert level["p50_ms"] <= level["p95_ms"] <= level["p99_ms"]
+        network = level["server"]["hrnet_onnxruntime_fp32"]
+        assert network["requests"] == 12
+        assert sum(int(s) * n for s, n in network["batches"].items()) == 12
+    assert record["levels"][0]["server"]["hrnet_onnxruntime_fp32"]["batches"] == {"1": 12}
+    assert "| 3 |" in (out / "serving.md").read_text()
