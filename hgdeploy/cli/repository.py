@@ -29,6 +29,11 @@ from hgdeploy.cli.options import force_option, model_option, path_or_none
     help="Largest batch the server forms for a dynamic-batch artifact (default: an engine's "
     "profile max, else the zoo's documented batch).",
 )  # fmt: skip
+@click.option(
+    "--pipeline-instances", type=click.IntRange(min=1), default=2, show_default=True,
+    help="Pipeline model instances (processes): requests pre- and post-processed at once; "
+    "each waits on its network call, so this bounds the network's batch from the pipeline.",
+)  # fmt: skip
 @force_option
 def repository_command(
     model_name: str,
@@ -36,6 +41,7 @@ def repository_command(
     output: str,
     python_network: bool,
     max_batch: int | None,
+    pipeline_instances: int,
     force: bool,
 ) -> None:
     """Write a Triton Inference Server model repository: each artifact's network (batched by
@@ -50,6 +56,7 @@ def repository_command(
         path_or_none(output, "--output"),  # type: ignore[arg-type]
         python_network=python_network,
         max_batch=max_batch,
+        pipeline_instances=pipeline_instances,
         force=force,
     )
     console.print(f"Triton model repository: {repo.path}")
