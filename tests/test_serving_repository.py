@@ -132,3 +132,17 @@ def test_serve_refuses_a_busy_port_in_one_line(tmp_path: Path) -> None:
             pytest.skip(f"no tritonserver: {exc}")
         code, output = run(["serve", "--repository", str(repo), "--http-port", str(port)])
     one_line_error(code, output, f"HTTP port {port} on 127.0.0.1 is in use")
+
+
+def test_batching_settings_reach_the_configs(tmp_path: Path) -> None:
+    artifact = tiny_onnx(tmp_path / "net.onnx")
+    code, output = run(["repository", "--model", "hrnet", "--artifact", str(artifact),
+                        "--output", str(tmp_path / "repo"), "--max-batch", "3",
+                        "--max-queue-delay-us", "0", "--pipeline-instances", "3"])  # fmt: skip
+    assert code == 0, output
+    network = (tmp_path / "repo" / "hrnet_onnxruntime_fp32" / "config.pbtxt").read_text()
+    assert "max_batch_size: 3" in network
+    assert "dynamic_batching { max_queue_delay_microseconds: 0 }" in network
+    pipeline = (tmp_path / "repo" / "hrnet_pipeline" / "config.pbtxt").read_text()
+    assert "instance_group [ { count: 3 kind: KIND_CPU } ]" in pipeline
+    assert 'key: "network_batch" value { string_value: "3" }' in pipeline

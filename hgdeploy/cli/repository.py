@@ -34,6 +34,11 @@ from hgdeploy.cli.options import force_option, model_option, path_or_none
     help="Pipeline model instances (processes): requests pre- and post-processed at once; "
     "each waits on its network call, so this bounds the network's batch from the pipeline.",
 )  # fmt: skip
+@click.option(
+    "--max-queue-delay-us", "queue_delay_us", type=click.IntRange(min=0), default=None,
+    help="How long the network's batcher holds a request for others to join it "
+    "(microseconds; default 2000).",
+)  # fmt: skip
 @force_option
 def repository_command(
     model_name: str,
@@ -42,6 +47,7 @@ def repository_command(
     python_network: bool,
     max_batch: int | None,
     pipeline_instances: int,
+    queue_delay_us: int | None,
     force: bool,
 ) -> None:
     """Write a Triton Inference Server model repository: each artifact's network (batched by
@@ -57,6 +63,7 @@ def repository_command(
         python_network=python_network,
         max_batch=max_batch,
         pipeline_instances=pipeline_instances,
+        **({} if queue_delay_us is None else {"queue_delay_us": queue_delay_us}),
         force=force,
     )
     console.print(f"Triton model repository: {repo.path}")

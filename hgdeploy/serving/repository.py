@@ -67,6 +67,7 @@ def write_repository(
     python_network: bool = False,
     max_batch: int | None = None,
     pipeline_instances: int = PIPELINE_INSTANCES,
+    queue_delay_us: int = QUEUE_DELAY_US,
     force: bool = False,
 ) -> Repository:
     """Write the repository; refuse (one line, nothing written) an artifact of another model,
@@ -84,7 +85,7 @@ def write_repository(
         raise HgDeployError(
             f"{output} exists and was not written by hgdeploy; pass --force to replace it whole"
         )
-    networks = _networks(spec, found, python_network, max_batch)
+    networks = _networks(spec, found, python_network, max_batch, queue_delay_us)
     pipeline = _pipeline_config(spec, networks[0], pipeline_instances)
     notes = [n for net in networks for n in (*net.artifact.notes, *_plugin_notes(net))]
     with artifact_files(output, directories=(output,)) as pending:
@@ -115,7 +116,11 @@ def write_repository(
 
 
 def _networks(
-    spec: ModelSpec, found: list[NetworkArtifact], python: bool, max_batch: int | None
+    spec: ModelSpec,
+    found: list[NetworkArtifact],
+    python: bool,
+    max_batch: int | None,
+    queue_delay_us: int,
 ) -> list[_Network]:
     networks: list[_Network] = []
     taken: set[str] = set()
@@ -127,13 +132,22 @@ def _networks(
             name = f"{base}_{n}"
         taken.add(name)
         networks.append(
-            _Network(name, artifact, _network_config(name, spec, artifact, python, max_batch))
+            _Network(
+                name,
+                artifact,
+                _network_config(name, spec, artifact, python, max_batch, queue_delay_us),
+            )
         )
     return networks
 
 
 def _network_config(
-    name: str, spec: ModelSpec, artifact: NetworkArtifact, python: bool, max_batch: int | None
+    name: str,
+    spec: ModelSpec,
+    artifact: NetworkArtifact,
+    python: bool,
+    max_batch: int | None,
+    queue_delay_us: int,
 ) -> ModelConfig:
     """Batch range: a dynamic artifact batches up to `max_batch` (default: an engine's profile
     max, else the zoo's documented batch); a fixed one natively only runs its own batch."""
@@ -162,7 +176,7 @@ def _network_config(
         tensors(artifact.inputs),
         tensors(artifact.outputs),
         max_batch_size=limit,
-        dynamic_batching=DynamicBatching(QUEUE_DELAY_US) if limit > 0 else None,
+        dynamic_batching=DynamicBatching(queue_delay_us) if limit > 0 else None,
     )
     if python:
         config.backend = "python"
