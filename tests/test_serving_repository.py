@@ -146,3 +146,38 @@ def test_batching_settings_reach_the_configs(tmp_path: Path) -> None:
     pipeline = (tmp_path / "repo" / "hrnet_pipeline" / "config.pbtxt").read_text()
     assert "instance_group [ { count: 3 kind: KIND_CPU } ]" in pipeline
     assert 'key: "network_batch" value { string_value: "3" }' in pipeline
+
+
+def test_pipeline_request_equals_predict_without_a_server(tmp_path: Path) -> None:
+    """The served pipeline's request logic in-process (what the python model runs between
+    Triton's tensors): the same COCO records as `predict` on the photo file, the person box
+    cut to the image as `predict --box` does; bad boxes refused in one line."""
+    import numpy as np
+    from PIL import Image
+
+    from hgdeploy.base.images import sample_images
+    from hgdeploy.base.zoo import get_spec
+    from hgdeploy.pipelines.factory import build_pipeline
+    from hgdeploy.predict import predict
+    from hgdeploy.serving.pipeline_request import answer
+
+    _, pixels = sample_images(["astronaut"])[0]
+    photo = tmp_path / "astronaut.png"
+    Image.fromarray(pixels).save(photo)
+    spec = get_spec("hrnet")
+    pipeline = build_pipeline("hrnet")
+    box = (300.0, 20.0, 300.0, 480.0)  # reaches past the right edge: cut to the image
+    served = answer(pipeline, spec, photo.read_bytes(), np.array(box, np.float32), "astronaut")
+    expected = predict("hrnet", image=photo, box=box).coco_results()
+    assert json.loads(served["coco_json"][0]) == expected
+    np.testing.assert_allclose(
+        served["keypoints"], np.reshape(expected[0]["keypoints"], (-1, 3)), atol=1e-3
+    )
+    for bad, words in (
+        ([1.0, 2.0, 3.0], "must be 4 numbers"),
+        ([0, 0, -5, 10], "width and height must be > 0"),
+    ):
+        with pytest.raises(HgDeployError, match=words):
+            answer(pipeline, spec, photo.read_bytes(), np.array(bad, np.float32))
+    with pytest.raises(HgDeployError, match="finds its own boxes"):
+        answer(object(), get_spec("squeeze"), photo.read_bytes(), np.zeros(4, np.float32))
