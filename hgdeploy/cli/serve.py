@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from hgdeploy.base.console import console
+from hgdeploy.base.errors import HgDeployError
 from hgdeploy.cli.options import path_or_none
 
 
@@ -29,7 +30,7 @@ def serve_command(
     metrics_port: int,
     ready_timeout: float,
 ) -> None:
-    """Start tritonserver (on PATH, else the one `make install` unpacked) on REPOSITORY with
+    """Start tritonserver (the one `make install` unpacked, else PATH) on REPOSITORY with
     every model loaded; wait until ready, print the endpoints, stop on Ctrl-C / SIGTERM."""
     from hgdeploy.serving.server import Ports, running_server
 
@@ -42,8 +43,6 @@ def serve_command(
             console.print("Ctrl-C stops it")
             server.process.wait()  # type: ignore[union-attr]
             code = server.process.returncode  # type: ignore[union-attr]
-            from hgdeploy.base.errors import HgDeployError
-
             raise HgDeployError(f"tritonserver exited with status {code}")
     except KeyboardInterrupt:
         console.print("stopped")

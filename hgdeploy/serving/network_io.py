@@ -10,10 +10,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import onnx
+
 from hgdeploy.backends.registry import backend_for_suffix
 from hgdeploy.base.artifacts import verify_sidecar
-from hgdeploy.base.errors import HgDeployError
+from hgdeploy.base.errors import HgDeployError, first_line
 from hgdeploy.base.export_settings import INPUT_NAME, METADATA_MODEL_KEY
+from hgdeploy.base.onnx_files import metadata
 from hgdeploy.base.zoo import ModelSpec
 
 Dims = tuple[int, ...]  # with the batch axis first; -1 where the size varies
@@ -46,14 +49,15 @@ def read_network(spec: ModelSpec, path: Path) -> NetworkArtifact:
     if backend is None:
         raise HgDeployError(f"cannot tell which backend runs {path} (.onnx, .xml or .engine)")
     record = verify_sidecar(path) or {}
+    proto = _onnx_graph_only(path) if backend == "onnxruntime" else None
     made_from = record.get("model")
-    if backend == "onnxruntime" and made_from is None:
-        made_from = _onnx_metadata(path).get(METADATA_MODEL_KEY)
+    if proto is not None and made_from is None:
+        made_from = metadata(proto).get(METADATA_MODEL_KEY)
     if made_from is not None and made_from != spec.name:
         raise HgDeployError(f"{path} was made from {made_from!r}, not {spec.name!r}")
     precision = str(record.get("precision", "fp32"))
-    if backend == "onnxruntime":
-        inputs, outputs, companions = _onnx_io(path)
+    if proto is not None:
+        inputs, outputs, companions = _onnx_io(proto, path.parent)
         return _checked(spec, path, NetworkArtifact(path, backend, precision, inputs, outputs,
                                                     _static(inputs), None, companions))  # fmt: skip
     if backend == "openvino":
@@ -82,23 +86,17 @@ def _static(inputs: dict[str, Dims]) -> int | None:
     return batch if batch > 0 else None
 
 
-def _onnx_metadata(path: Path) -> dict[str, str]:
-    import onnx
-
+def _onnx_graph_only(path: Path) -> onnx.ModelProto:
+    """The graph without its weights (an external-data file is only named, not read)."""
     try:
-        proto = onnx.load(str(path), load_external_data=False)
-    except Exception:  # noqa: BLE001 - reported by _onnx_io in its own line
-        return {}
-    return {p.key: p.value for p in proto.metadata_props}
-
-
-def _onnx_io(path: Path) -> tuple[dict[str, Dims], dict[str, Dims], tuple[Path, ...]]:
-    import onnx
-
-    try:
-        proto = onnx.load(str(path), load_external_data=False)
+        return onnx.load(str(path), load_external_data=False)
     except Exception as exc:  # noqa: BLE001 - onnx raises several kinds for a bad file
-        raise HgDeployError(f"cannot read {path} as ONNX: {str(exc).splitlines()[0]}") from None
+        raise HgDeployError(f"cannot read {path} as ONNX: {first_line(exc)}") from None
+
+
+def _onnx_io(
+    proto: onnx.ModelProto, directory: Path
+) -> tuple[dict[str, Dims], dict[str, Dims], tuple[Path, ...]]:
     graph = proto.graph
     initializers = {t.name for t in graph.initializer}
 
@@ -115,7 +113,7 @@ def _onnx_io(path: Path) -> tuple[dict[str, Dims], dict[str, Dims], tuple[Path, 
         for entry in tensor.external_data
         if entry.key == "location"
     }
-    return inputs, outputs, tuple(path.parent / name for name in sorted(locations))
+    return inputs, outputs, tuple(directory / name for name in sorted(locations))
 
 
 def _openvino_io(path: Path) -> tuple[dict[str, Dims], dict[str, Dims]]:
@@ -146,13 +144,14 @@ def _engine(spec: ModelSpec, path: Path, record: dict, precision: str) -> Networ
     notes: list[str] = []
     plugins = "none"
     if source is not None and source.is_file():
-        inputs, outputs, _ = _onnx_io(source)
-        plugins = _plugin_form(source)
+        proto = _onnx_graph_only(source)
+        inputs, outputs, _ = _onnx_io(proto, source.parent)
+        plugins = _plugin_form(proto)
     else:
         inputs = {INPUT_NAME: spec.input_shape(-1)}
         outputs = {o.name: (-1, *o.shape) for o in spec.outputs}
         notes.append(f"{path.name}: its source ONNX is gone; shapes are the zoo's documented ones")
-    if any(o.name not in outputs for o in spec.outputs[:1]):
+    if spec.outputs[0].name not in outputs:
         raise HgDeployError(f"{path}: outputs {sorted(outputs)} are not {spec.name}'s")
     batch_axis = -1 if low != high else low
     inputs = {n: (batch_axis, *d[1:]) for n, d in inputs.items()}
@@ -166,13 +165,10 @@ def _engine(spec: ModelSpec, path: Path, record: dict, precision: str) -> Networ
                            low if low == high else None, high, (), plugins, notes)  # fmt: skip
 
 
-def _plugin_form(source: Path) -> str:
-    """ "none", "aot" or "jit": how the engine built from `source` runs its corner pools."""
-    import onnx
-
+def _plugin_form(proto: onnx.ModelProto) -> str:
+    """ "none", "aot" or "jit": how an engine built from `proto` runs its corner pools."""
     from hgdeploy.plugins.tensorrt_plugins import OP_TYPES, node_aot_attribute
 
-    proto = onnx.load(str(source), load_external_data=False)
     pools = [n for n in proto.graph.node if n.op_type in OP_TYPES]
     if not pools:
         return "none"
