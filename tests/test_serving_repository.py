@@ -175,3 +175,27 @@ def test_pipeline_request_equals_predict_without_a_server(tmp_path: Path) -> Non
             answer(pipeline, spec, photo.read_bytes(), np.array(bad, np.float32))
     with pytest.raises(HgDeployError, match="finds its own boxes"):
         answer(object(), get_spec("squeeze"), photo.read_bytes(), np.zeros(4, np.float32))
+
+
+class LaggingStats:
+    """A server whose statistics count the last answered request only on the third read, as
+    Triton's do when read right after the response (they are recorded after it is sent)."""
+
+    def __init__(self, counted: int, lag_reads: int = 2) -> None:
+        self.counted, self.reads, self.lag_reads = counted, 0, lag_reads
+
+    def stats(self, model: str) -> dict:
+        self.reads += 1
+        success = self.counted - (1 if self.reads <= self.lag_reads else 0)
+        return {"inference_stats": {"success": {"count": success}}, "batch_stats": []}
+
+
+def test_statistics_are_read_once_the_server_counted_every_answer() -> None:
+    from hgdeploy.bench.serving_load import model_counters, settled_counters
+
+    server = LaggingStats(counted=13)
+    assert model_counters(server, "net")["success"] == 12  # a plain read misses the last one
+    settled = settled_counters(server, ["net"], "net", answered=13)
+    assert settled["net"]["success"] == 13
+    with pytest.raises(HgDeployError, match="did not settle within 0.1 s"):
+        settled_counters(LaggingStats(counted=5, lag_reads=10**6), ["net"], "net", 5, wait_s=0.1)

@@ -62,6 +62,29 @@ def model_counters(client: TritonHttp, model: str) -> dict[str, Any]:
     }
 
 
+def settled_counters(
+    client: TritonHttp, models: Sequence[str], target: str, answered: int, wait_s: float = 5.0
+) -> dict[str, dict[str, Any]]:
+    """Every watched model's counters once the server has counted what it answered.
+
+    Triton records a request's statistics after its response is sent, so a snapshot taken just
+    after the last answer can miss it and a later level would count it. Wait (bounded) until the
+    target's successes reach `answered` and two reads 20 ms apart agree (the network behind a
+    pipeline settles a moment after it)."""
+    deadline = time.monotonic() + wait_s
+    previous = {m: model_counters(client, m) for m in models}
+    while True:
+        time.sleep(0.02)
+        current = {m: model_counters(client, m) for m in models}
+        if current == previous and current[target]["success"] >= answered:
+            return current
+        if time.monotonic() >= deadline:
+            raise HgDeployError(
+                f"the server's statistics for {target} did not settle within {wait_s:g} s"
+            )
+        previous = current
+
+
 def counters_change(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
     """What one level did on the server: batch sizes executed, mean queue / compute ms per
     request, mean batch."""
@@ -91,12 +114,17 @@ def run_level(
     max_requests: int,
     max_seconds: float,
     watched: Sequence[str] = (),
+    answered_before: int = 0,
 ) -> LevelResult:
-    """One concurrency level; `watched` models' server statistics are read before and after."""
+    """One concurrency level; `watched` models' server statistics are read before and after
+    (settled: see `settled_counters`; `answered_before` is the target's success count the
+    server must have reached first). `watched`, when given, starts with `model`."""
     if concurrency < 1 or max_requests < 1 or max_seconds <= 0:
         raise HgDeployError("concurrency, requests and seconds must be positive")
+    if watched and watched[0] != model:
+        raise HgDeployError(f"the watched models must start with the target {model}")
     probe = client_for()
-    before = {m: model_counters(probe, m) for m in watched}
+    before = settled_counters(probe, watched, model, answered_before) if watched else {}
     latencies: list[float] = []
     errors: list[str] = []
     lock = threading.Lock()
@@ -137,7 +165,11 @@ def run_level(
     if errors and not latencies:
         raise HgDeployError(f"every request to {model} failed: {errors[0]}")
     ms = np.array(latencies) * 1e3
-    after = {m: model_counters(probe, m) for m in watched}
+    after = (
+        settled_counters(probe, watched, model, before[model]["success"] + len(latencies))
+        if watched
+        else {}
+    )
     return LevelResult(
         concurrency,
         len(latencies),
@@ -215,10 +247,11 @@ def load_test(
     on_level: Callable[[LevelResult], None] | None = None,
 ) -> LoadTestRun:
     """Warm up (sequential requests, not recorded), then each concurrency level in turn."""
+    watched = [target] if target == network else [target, network]
+    answered = settled_counters(client, watched, target, 0)[target]["success"] + warmup
     for index in range(warmup):
         inputs, outputs = requests[index % len(requests)]
         client.infer(target, inputs, outputs)
-    watched = [target] if target == network else [target, network]
     results = []
     for concurrency in levels:
         level = run_level(
@@ -229,7 +262,9 @@ def load_test(
             max_requests,
             max_seconds,
             watched,
+            answered,
         )
+        answered += level.answered
         results.append(level)
         if on_level is not None:
             on_level(level)
