@@ -10,12 +10,13 @@ offsets. With `input_hw=None` (the eager model) every step is upstream's.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import cv2
 import numpy as np
 import torch
 
+from hgdeploy.base.errors import HgDeployError
 from hgdeploy.base.zoo import COCO_MEAN_BGR, COCO_STD_BGR, DecodeSettings, ModelSpec
 from hgdeploy.models.decode import decode_with
 from hgdeploy.pipelines.detections import cut_per_image, per_class_soft_nms
@@ -119,28 +120,44 @@ class CornerNetPipeline:
     def __call__(self, images: Sequence[np.ndarray]) -> list[Detections]:
         results: list[Detections] = []
         for group in _same_size_groups(images, self.input_hw):
-            with self.times.stage("preprocess"):
-                placed = [
-                    place(np.ascontiguousarray(im[..., ::-1]), self.stride, self.input_hw)
-                    for im in group
-                ]
-                batch = []
-                for canvas, _ in placed:
-                    tensor = normalise_bgr(canvas)
-                    batch.append(tensor)
-                    if self.flip:
-                        batch.append(np.ascontiguousarray(tensor[:, :, ::-1]))
-                inputs = np.stack(batch)
-            heads = self.network(inputs, self.times)
-            with self.times.stage("postprocess"):
-                dets = decode_heads(heads, self.decode)
-                per_image = 2 if self.flip else 1
-                for index, (_, where) in enumerate(placed):
-                    mine = dets[index * per_image]
-                    if self.flip:
-                        mine = merge_flipped(mine, dets[index * 2 + 1], where.output_hw[1])
-                    results.append(finish_detections(mine, where, self.sigma))
+            inputs, state = self.prepare(group)
+            results += self.finish(self.network(inputs, self.times), state)
         return results
+
+    def prepare(self, images: Sequence[np.ndarray]) -> tuple[np.ndarray, dict]:
+        """One input batch for images that make inputs of one size (each image followed by
+        its flipped copy) and what `finish` needs, as plain JSON-able values (a served
+        ensemble passes it between models)."""
+        with self.times.stage("preprocess"):
+            placed = [
+                place(np.ascontiguousarray(im[..., ::-1]), self.stride, self.input_hw)
+                for im in images
+            ]
+            if len({where.input_hw for _, where in placed}) > 1:
+                raise HgDeployError("prepare takes images of one input size; split them first")
+            batch = []
+            for canvas, _ in placed:
+                tensor = normalise_bgr(canvas)
+                batch.append(tensor)
+                if self.flip:
+                    batch.append(np.ascontiguousarray(tensor[:, :, ::-1]))
+            inputs = np.stack(batch)
+        return inputs, {"placements": [asdict(where) for _, where in placed]}
+
+    def finish(self, outputs: dict[str, np.ndarray], state: dict) -> list[Detections]:
+        """Detections in image pixels from the network's heads and `prepare`'s state."""
+        with self.times.stage("postprocess"):
+            dets = decode_heads(outputs, self.decode)
+            per_image = 2 if self.flip else 1
+            results = []
+            for index, fields in enumerate(state["placements"]):
+                where = Placement(**{k: tuple(v) if isinstance(v, list) else v
+                                     for k, v in fields.items()})  # fmt: skip
+                mine = dets[index * per_image]
+                if self.flip:
+                    mine = merge_flipped(mine, dets[index * 2 + 1], where.output_hw[1])
+                results.append(finish_detections(mine, where, self.sigma))
+            return results
 
 
 def decode_heads(heads: dict[str, np.ndarray], settings: DecodeSettings) -> np.ndarray:

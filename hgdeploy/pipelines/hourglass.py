@@ -107,6 +107,14 @@ class HourglassPipeline:
     def __call__(
         self, images: Sequence[np.ndarray], boxes: Sequence[tuple[float, float, float, float]]
     ) -> list[Pose]:
+        inputs, state = self.prepare(images, boxes)
+        return self.finish(self.network(inputs, self.times), state)
+
+    def prepare(
+        self, images: Sequence[np.ndarray], boxes: Sequence[tuple[float, float, float, float]]
+    ) -> tuple[np.ndarray, dict]:
+        """The network's input batch (flipped copies after the originals) and what `finish`
+        needs, as plain JSON-able values (a served ensemble passes it between models)."""
         with self.times.stage("preprocess"):
             placements = [hourglass_centre_scale(box) for box in boxes]
             inputs = [crop(im, c, s) / 255 for im, (c, s) in zip(images, placements)]
@@ -114,19 +122,29 @@ class HourglassPipeline:
             if self.flip:
                 flipped = np.float32(np.stack([inp[:, ::-1] for inp in inputs]))
                 batch = np.concatenate([batch, flipped])
-        heatmaps = self.network(batch, self.times)["heatmaps"][:, -1]  # the last stack
+        state = {
+            "centres": [c.tolist() for c, _ in placements],
+            "scales": [float(s) for _, s in placements],
+            "boxes": [list(map(float, b)) for b in boxes],
+        }
+        return batch, state
+
+    def finish(self, outputs: dict[str, np.ndarray], state: dict) -> list[Pose]:
+        """Keypoints in image pixels from the last stack's heatmaps and `prepare`'s state."""
+        heatmaps = outputs["heatmaps"][:, -1]  # the last stack
         with self.times.stage("postprocess"):
-            count = len(inputs)
+            count = len(state["boxes"])
             poses = []
-            for i, ((centre, scale), box) in enumerate(zip(placements, boxes)):
+            for i, box in enumerate(state["boxes"]):
+                centre, scale = np.asarray(state["centres"][i]), state["scales"][i]
                 det = merge_flip(heatmaps[i], heatmaps[count + i]) if self.flip else heatmaps[i]
                 keypoints = to_image_keypoints(parse_heatmaps(det), centre, scale)
                 poses.append(
                     Pose(
                         keypoints,
                         float(keypoints[:, 2].mean()),
-                        tuple(float(v) for v in box),  # type: ignore[arg-type]
-                        {"center": [float(v) for v in centre], "scale": float(scale)},
+                        tuple(box),  # type: ignore[arg-type]
+                        {"center": state["centres"][i], "scale": scale},
                     )
                 )
             return poses

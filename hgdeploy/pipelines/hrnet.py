@@ -109,6 +109,14 @@ class HrnetPipeline:
     def __call__(
         self, images: Sequence[np.ndarray], boxes: Sequence[tuple[float, float, float, float]]
     ) -> list[Pose]:
+        inputs, state = self.prepare(images, boxes)
+        return self.finish(self.network(inputs, self.times), state)
+
+    def prepare(
+        self, images: Sequence[np.ndarray], boxes: Sequence[tuple[float, float, float, float]]
+    ) -> tuple[np.ndarray, dict]:
+        """The network's input batch (flipped copies after the originals) and what `finish`
+        needs, as plain JSON-able values (a served ensemble passes it between models)."""
         with self.times.stage("preprocess"):
             centres, scales, inputs = [], [], []
             for image, box in zip(images, boxes):
@@ -119,22 +127,29 @@ class HrnetPipeline:
                 )
                 tensor = (crop.astype(np.float32) / np.float32(255)).transpose(2, 0, 1)
                 inputs.append((tensor - _MEAN) / _STD)
-                centres.append(centre)
-                scales.append(scale)
+                centres.append(centre.tolist())
+                scales.append(scale.tolist())
             batch = np.stack(inputs).astype(np.float32)
             if self.flip:
                 batch = np.concatenate([batch, np.ascontiguousarray(batch[..., ::-1])])
-        heatmaps = self.network(batch, self.times)["heatmaps"]
+        state = {"centres": centres, "scales": scales, "boxes": [list(map(float, b)) for b in boxes]}
+        return batch, state
+
+    def finish(self, outputs: dict[str, np.ndarray], state: dict) -> list[Pose]:
+        """Keypoints in image pixels from the network's heatmaps and `prepare`'s state."""
         with self.times.stage("postprocess"):
-            count = len(inputs)
+            heatmaps = outputs["heatmaps"]
+            count = len(state["boxes"])
             merged = merge_flip(heatmaps[:count], heatmaps[count:]) if self.flip else heatmaps
-            preds, maxvals = final_predictions(merged, np.stack(centres), np.stack(scales))
+            centres = np.asarray(state["centres"], np.float32)  # hrnet_centre_scale's dtype
+            scales = np.asarray(state["scales"], np.float32)
+            preds, maxvals = final_predictions(merged, centres, scales)
             return [
                 Pose(
                     np.concatenate([preds[i], maxvals[i].astype(np.float64)], axis=1),
                     person_score(maxvals[i]),
-                    tuple(float(v) for v in box),  # type: ignore[arg-type]
-                    {"center": centres[i].tolist(), "scale": scales[i].tolist()},
+                    tuple(box),  # type: ignore[arg-type]
+                    {"center": state["centres"][i], "scale": state["scales"][i]},
                 )
-                for i, box in enumerate(boxes)
+                for i, box in enumerate(state["boxes"])
             ]
