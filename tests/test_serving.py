@@ -107,6 +107,7 @@ def served(
             "reference": reference,
             "network": f"{name}_onnxruntime_fp32",
             "server": srv,
+            "artifact": artifact,
         }
     assert srv.process is not None and srv.process.returncode is not None
     assert not _processes_mentioning(repo), "a python stub outlived the server"
@@ -133,12 +134,7 @@ def serve_photo(client: TritonHttp, model: str, path: Path) -> list[dict]:
     return json.loads(out["coco_json"][0])
 
 
-@pytest.mark.parametrize("served", ["hrnet", "squeeze"], indirect=True)
-def test_served_pipeline_equals_predict(served: dict) -> None:
-    client, name = served["client"], served["name"]
-    found = [r for path in served["photos"].values()
-             for r in serve_photo(client, f"{name}_pipeline", path)]  # fmt: skip
-    reference = served["reference"]
+def assert_same_as_predict(name: str, found: list[dict], reference: list[dict]) -> None:
     if name == "hrnet":
         assert [r["image_id"] for r in found] == [r["image_id"] for r in reference]
         for ref, got in zip(reference, found):
@@ -149,6 +145,37 @@ def test_served_pipeline_equals_predict(served: dict) -> None:
         assert len(reference) >= 15, "the test weights must detect something"
         assert matched_fraction(reference, found) >= 0.9
         assert matched_fraction(found, reference) >= 0.9
+
+
+@pytest.mark.parametrize("served", ["hrnet", "squeeze"], indirect=True)
+def test_served_pipeline_equals_predict(served: dict) -> None:
+    client, name = served["client"], served["name"]
+    found = [r for path in served["photos"].values()
+             for r in serve_photo(client, f"{name}_pipeline", path)]  # fmt: skip
+    assert_same_as_predict(name, found, served["reference"])
+
+
+@pytest.mark.parametrize("served", ["hrnet", "squeeze"], indirect=True)
+def test_served_ensemble_equals_predict(served: dict, tmp_path: Path) -> None:
+    """The ensemble form (pre-processing -> network -> post-processing, chained by Triton)
+    gives what `predict` gives, and a bad body fails in the ensemble without stopping it."""
+    name, repo = served["name"], tmp_path / "ensemble"
+    invoke(["repository", "--model", name, "--artifact", str(served["artifact"]), "--output",
+            str(repo), "--python-network", "--max-batch", "4", "--pipeline-form", "ensemble"])  # fmt: skip
+    with running_server(repo, ports=Ports.free(), log=tmp_path / "server.log",
+                        ready_timeout=READY_TIMEOUT_S) as srv:  # fmt: skip
+        client = TritonHttp(srv.http_url, timeout=60)
+        found = [r for path in served["photos"].values()
+                 for r in serve_photo(client, f"{name}_pipeline", path)]  # fmt: skip
+        assert_same_as_predict(name, found, served["reference"])
+        with pytest.raises(InferError, match="in ensemble .* cannot read image") as caught:
+            client.infer(f"{name}_pipeline", {"image_bytes": np.array([b"<html>"], dtype=object)},
+                         ["coco_json"])  # fmt: skip
+        assert "HTTP 400" in str(caught.value)
+        photo = next(iter(served["photos"].values()))
+        assert serve_photo(client, f"{name}_pipeline", photo) == serve_photo(
+            client, f"{name}_pipeline", photo
+        )
 
 
 @pytest.mark.parametrize("served", ["squeeze"], indirect=True)

@@ -199,3 +199,81 @@ def test_statistics_are_read_once_the_server_counted_every_answer() -> None:
     assert settled["net"]["success"] == 13
     with pytest.raises(HgDeployError, match="did not settle within 0.1 s"):
         settled_counters(LaggingStats(counted=5, lag_reads=10**6), ["net"], "net", 5, wait_s=0.1)
+
+
+@pytest.mark.parametrize("name", ["hrnet", "squeeze"])  # hourglass: the same two halves
+def test_ensemble_halves_equal_the_whole_pipeline(name: str, tmp_path: Path) -> None:
+    """The ensemble form's pre- and post-processing models run `prepare`, the network, then
+    `finish` with the state carried as JSON bytes: exactly `answer`'s tensors (same numbers,
+    not close ones: the state round-trips floats exactly)."""
+    import copy
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    from hgdeploy.base.images import sample_images
+    from hgdeploy.base.zoo import get_spec
+    from hgdeploy.pipelines.factory import build_pipeline
+    from hgdeploy.pipelines.saccade import SaccadePipeline
+    from hgdeploy.serving.pipeline_request import answer, finish, prepare
+
+    _, pixels = sample_images(["coffee"])[0]
+    encoded = io.BytesIO()
+    Image.fromarray(pixels).save(encoded, format="PNG")
+    checkpoint = None
+    if name == "squeeze":  # weights that detect something (synthetic ones find nothing)
+        import torch
+        from conftest import synthetic_model
+        from pipeline_inputs import detector_test_weights
+
+        model = detector_test_weights(copy.deepcopy(synthetic_model("squeeze")))  # cached: copy
+        checkpoint = tmp_path / "squeeze_test.pkl"
+        torch.save({f"module.{k}": v for k, v in model.state_dict().items()}, checkpoint)
+    spec, pipeline = get_spec(name), build_pipeline(name, checkpoint=checkpoint)
+    box = None if spec.decode is not None else np.array([40, 30, 300, 330], np.float32)
+    whole = answer(pipeline, spec, encoded.getvalue(), box, "397133")
+    inputs, state = prepare(pipeline, spec, encoded.getvalue(), box, "397133")
+    flipped = 0 if name == "squeeze" else 1  # upstream tests squeeze without the flipped copy
+    assert isinstance(state, bytes) and inputs.shape[0] == 1 + flipped
+    halves = finish(pipeline, spec, pipeline.network(inputs), state)
+    assert halves.keys() == whole.keys()
+    for key, value in whole.items():
+        np.testing.assert_array_equal(halves[key], value, err_msg=key)
+    assert json.loads(halves["coco_json"][0])[0]["image_id"] == 397133
+    saccade = SaccadePipeline(get_spec("saccade"), network=None)  # type: ignore[arg-type]
+    with pytest.raises(HgDeployError, match="calls its network more than once"):
+        prepare(saccade, get_spec("saccade"), encoded.getvalue())
+
+
+def test_ensemble_form_chains_three_models_and_refuses_what_it_cannot_serve(
+    tmp_path: Path,
+) -> None:
+    artifact = tiny_onnx(tmp_path / "net.onnx")
+    code, output = run(["repository", "--model", "hrnet", "--artifact", str(artifact), "--output",
+                        str(tmp_path / "repo"), "--max-batch", "4", "--pipeline-form", "ensemble"])  # fmt: skip
+    assert code == 0, output
+    repo = tmp_path / "repo"
+    assert sorted(p.name for p in repo.iterdir()) == [
+        "hrnet_onnxruntime_fp32", "hrnet_pipeline", "hrnet_postprocess", "hrnet_preprocess"]  # fmt: skip
+    ensemble = (repo / "hrnet_pipeline" / "config.pbtxt").read_text()
+    assert 'platform: "ensemble"' in ensemble and "instance_group" not in ensemble
+    steps = [line for line in ensemble.splitlines() if "model_name" in line]
+    assert [s.split('"')[1] for s in steps] == [
+        "hrnet_preprocess", "hrnet_onnxruntime_fp32", "hrnet_postprocess"]  # fmt: skip
+    assert 'input_map { key: "image" value: "_batch" }' in steps[1]
+    pre = (repo / "hrnet_preprocess" / "config.pbtxt").read_text()
+    assert '{ name: "network_input" data_type: TYPE_FP32 dims: [ -1, 3, 256, 192 ] }' in pre
+    assert "PreprocessModel" in (repo / "hrnet_preprocess" / "1" / "model.py").read_text()
+    assert json.loads((tmp_path / "repo.json").read_text())["pipeline_form"] == "ensemble"
+    fixed = tiny_onnx(tmp_path / "fixed.onnx", batch=2)
+    saccade = tiny_onnx(tmp_path / "saccade.onnx", model="saccade")
+    for model, given, words in (
+        ("hrnet", fixed, "export the network with --dynamic-batch"),
+        ("saccade", saccade, "serve it with --pipeline-form bls"),
+    ):
+        out = tmp_path / f"refused_{model}"
+        code, output = run(["repository", "--model", model, "--artifact", str(given),
+                            "--output", str(out), "--pipeline-form", "ensemble"])  # fmt: skip
+        one_line_error(code, output, words)
+        assert not out.exists()

@@ -39,6 +39,12 @@ from hgdeploy.cli.options import force_option, model_option, path_or_none
     help="How long the network's batcher holds a request for others to join it "
     "(microseconds; default 2000).",
 )  # fmt: skip
+@click.option(
+    "--pipeline-form", type=click.Choice(["bls", "ensemble"]), default="bls", show_default=True,
+    help="bls: one python model calls the network (any pipeline, Saccade included); ensemble: "
+    "Triton's ensemble of pre-processing, the network and post-processing (single-pass "
+    "pipelines, dynamic-batch network).",
+)  # fmt: skip
 @force_option
 def repository_command(
     model_name: str,
@@ -48,6 +54,7 @@ def repository_command(
     max_batch: int | None,
     pipeline_instances: int,
     queue_delay_us: int | None,
+    pipeline_form: str,
     force: bool,
 ) -> None:
     """Write a Triton Inference Server model repository: each artifact's network (batched by
@@ -64,6 +71,7 @@ def repository_command(
         max_batch=max_batch,
         pipeline_instances=pipeline_instances,
         **({} if queue_delay_us is None else {"queue_delay_us": queue_delay_us}),
+        pipeline_form=pipeline_form,
         force=force,
     )
     console.print(f"Triton model repository: {repo.path}")

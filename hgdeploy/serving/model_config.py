@@ -37,6 +37,22 @@ class DynamicBatching:
         return f"dynamic_batching {{ max_queue_delay_microseconds: {self.max_queue_delay_us} }}"
 
 
+@dataclass(frozen=True)
+class EnsembleStep:
+    """One model of an ensemble: its tensors (keys) <- / -> the ensemble's (values)."""
+
+    model: str
+    inputs: dict[str, str]
+    outputs: dict[str, str]
+
+    def text(self) -> str:
+        def maps(kind: str, pairs: dict[str, str]) -> str:
+            return " ".join(f'{kind} {{ key: "{k}" value: "{v}" }}' for k, v in pairs.items())
+
+        return (f'{{ model_name: "{self.model}" model_version: -1 '
+                f'{maps("input_map", self.inputs)} {maps("output_map", self.outputs)} }}')  # fmt: skip
+
+
 @dataclass
 class ModelConfig:
     name: str
@@ -50,6 +66,7 @@ class ModelConfig:
     instance_count: int = 1
     instance_kind: str = "KIND_CPU"
     parameters: dict[str, str] = field(default_factory=dict)
+    ensemble_steps: list[EnsembleStep] = field(default_factory=list)  # platform "ensemble"
 
     def text(self) -> str:
         lines = [f'name: "{self.name}"']
@@ -63,9 +80,14 @@ class ModelConfig:
         lines += _tensor_list("input", self.inputs) + _tensor_list("output", self.outputs)
         if self.dynamic_batching is not None:
             lines.append(self.dynamic_batching.text())
-        lines.append(
-            f"instance_group [ {{ count: {self.instance_count} kind: {self.instance_kind} }} ]"
-        )
+        if self.ensemble_steps:  # an ensemble runs no instances of its own
+            lines.append("ensemble_scheduling { step [")
+            lines += [f"  {s.text()}," for s in self.ensemble_steps[:-1]]
+            lines += [f"  {self.ensemble_steps[-1].text()}", "] }"]
+        else:
+            lines.append(
+                f"instance_group [ {{ count: {self.instance_count} kind: {self.instance_kind} }} ]"
+            )
         for key, value in self.parameters.items():
             lines.append(
                 f"parameters {{ key: {json.dumps(key)} value {{ string_value: {json.dumps(value)} }} }}"

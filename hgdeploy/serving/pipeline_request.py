@@ -23,6 +23,8 @@ IMAGE_INPUT = "image_bytes"
 BOX_INPUT = "box"  # pose models: x, y, w, h of the person; absent: the whole image
 DETECTION_OUTPUTS = ("boxes", "scores", "category_ids", "count", "coco_json")
 POSE_OUTPUTS = ("keypoints", "score", "coco_json")
+NETWORK_INPUT = "network_input"  # an ensemble's pre-processing -> the network
+STATE_TENSOR = "state"  # an ensemble's pre-processing -> post-processing: JSON bytes
 DEFAULT_MAX_IMAGE_PIXELS = 4096 * 4096  # a larger photo is refused from its header
 
 
@@ -43,19 +45,61 @@ def answer(
     pixels = decode_image(image, max_pixels)
     image_id = image_id_for(request_id) if request_id else 0
     if spec.decode is not None:
-        if box is not None:
-            raise HgDeployError(f"{spec.name} finds its own boxes; send no '{BOX_INPUT}' input")
+        _refuse_box(spec, box)
         return detection_tensors(pipeline([pixels])[0], image_id)
-    height, width = pixels.shape[:2]
-    person = (0.0, 0.0, float(width), float(height))
+    return pose_tensors(pipeline([pixels], [_person(pixels, box)])[0], image_id)
+
+
+def prepare(
+    pipeline: Any,
+    spec: ModelSpec,
+    image: bytes,
+    box: np.ndarray | None = None,
+    request_id: str = "",
+    max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
+) -> tuple[np.ndarray, bytes]:
+    """`answer`'s first half, for a served ensemble: the network's input batch for one image
+    and the state `finish` needs, as JSON bytes (a tensor the ensemble carries across)."""
+    if not hasattr(pipeline, "prepare"):
+        raise HgDeployError(f"{spec.name}'s pipeline calls its network more than once")
+    pixels = decode_image(image, max_pixels)
+    if spec.decode is not None:
+        _refuse_box(spec, box)
+        inputs, state = pipeline.prepare([pixels])
+    else:
+        inputs, state = pipeline.prepare([pixels], [_person(pixels, box)])
+    state["image_id"] = image_id_for(request_id) if request_id else 0
+    return inputs, json.dumps(state).encode()
+
+
+def finish(
+    pipeline: Any, spec: ModelSpec, outputs: dict[str, np.ndarray], state: bytes
+) -> dict[str, np.ndarray]:
+    """`answer`'s second half: the network's outputs and `prepare`'s state -> the tensors."""
+    fields = json.loads(state)
+    image_id = fields.pop("image_id")
+    (found,) = pipeline.finish(outputs, fields)
+    if spec.decode is not None:
+        return detection_tensors(found, image_id)
+    return pose_tensors(found, image_id)
+
+
+def _refuse_box(spec: ModelSpec, box: np.ndarray | None) -> None:
     if box is not None:
-        values = np.asarray(box, dtype=np.float64).reshape(-1)
-        if values.shape != (4,):
-            raise HgDeployError(f"'{BOX_INPUT}' must be 4 numbers x, y, w, h; got {values.size}")
-        given = (float(values[0]), float(values[1]), float(values[2]), float(values[3]))
-        check_box_numbers(given)
-        person = clip_box(given, height, width)
-    return pose_tensors(pipeline([pixels], [person])[0], image_id)
+        raise HgDeployError(f"{spec.name} finds its own boxes; send no '{BOX_INPUT}' input")
+
+
+def _person(pixels: np.ndarray, box: np.ndarray | None) -> tuple[float, float, float, float]:
+    """The person box a pose request names, cut to the image; none: the whole image."""
+    height, width = pixels.shape[:2]
+    if box is None:
+        return (0.0, 0.0, float(width), float(height))
+    values = np.asarray(box, dtype=np.float64).reshape(-1)
+    if values.shape != (4,):
+        raise HgDeployError(f"'{BOX_INPUT}' must be 4 numbers x, y, w, h; got {values.size}")
+    given = (float(values[0]), float(values[1]), float(values[2]), float(values[3]))
+    check_box_numbers(given)
+    return clip_box(given, height, width)
 
 
 def detection_tensors(found: Detections, image_id: int | str) -> dict[str, np.ndarray]:

@@ -2,8 +2,13 @@
 
 Per artifact, one network model: in its native form (TensorRT `tensorrt_plan`, `onnxruntime`,
 `openvino` backends) or, with `python_network`, on hgdeploy's own runner in the python backend
-(for servers without those backends, like the one `make install` unpacks). Plus one pipeline
-model (python backend) that takes encoded image bytes and calls the first network through BLS.
+(for servers without those backends, like the one `make install` unpacks). Plus the pipeline
+model `<model>_pipeline`, which takes encoded image bytes and runs the first network, in one of
+two forms: `bls` (default), one python model calling the network through BLS (any pipeline,
+Saccade's dependent stages included), or `ensemble`, Triton's ensemble of a pre-processing
+python model, the network and a post-processing python model (single-pass pipelines only; a
+pipeline instance is not held while its network call waits, so the network can batch requests
+from more clients than there are pipeline instances).
 A dynamic-batch artifact gets Triton's dynamic batcher up to `max_batch`; a fixed-batch one
 runs natively only at its batch (no batcher), or padded to it in the python form.
 
@@ -23,12 +28,19 @@ from hgdeploy.base.errors import HgDeployError
 from hgdeploy.base.export_settings import INPUT_NAME
 from hgdeploy.base.outputs import check_output, is_ours
 from hgdeploy.base.zoo import ModelSpec, get_spec
-from hgdeploy.serving.model_config import DynamicBatching, ModelConfig, TensorConfig
+from hgdeploy.serving.model_config import (
+    DynamicBatching,
+    EnsembleStep,
+    ModelConfig,
+    TensorConfig,
+)
 from hgdeploy.serving.network_io import NetworkArtifact, read_network
 from hgdeploy.serving.pipeline_request import (
     BOX_INPUT,
     DEFAULT_MAX_IMAGE_PIXELS,
     IMAGE_INPUT,
+    NETWORK_INPUT,
+    STATE_TENSOR,
     output_names,
 )
 
@@ -40,6 +52,7 @@ NATIVE = {  # backend -> (config key, value, file name in the version directory,
     "openvino": ("backend", "openvino", "model.xml", "KIND_CPU"),
     "tensorrt": ("platform", "tensorrt_plan", "model.plan", "KIND_GPU"),
 }
+PIPELINE_FORMS = ("bls", "ensemble")
 PYTHON_MODEL = (
     "from hgdeploy.serving.python_models import {cls} as TritonPythonModel  # noqa: F401\n"
 )
@@ -68,6 +81,7 @@ def write_repository(
     max_batch: int | None = None,
     pipeline_instances: int = PIPELINE_INSTANCES,
     queue_delay_us: int = QUEUE_DELAY_US,
+    pipeline_form: str = "bls",
     force: bool = False,
 ) -> Repository:
     """Write the repository; refuse (one line, nothing written) an artifact of another model,
@@ -85,14 +99,26 @@ def write_repository(
         raise HgDeployError(
             f"{output} exists and was not written by hgdeploy; pass --force to replace it whole"
         )
+    if pipeline_form not in PIPELINE_FORMS:
+        raise HgDeployError(f"pipeline form {pipeline_form!r}: choose one of {PIPELINE_FORMS}")
     networks = _networks(spec, found, python_network, max_batch, queue_delay_us)
-    pipeline = _pipeline_config(spec, networks[0], pipeline_instances)
+    if pipeline_form == "ensemble":
+        pipeline_models = _ensemble_configs(spec, networks[0], pipeline_instances)
+    else:
+        pipeline_models = [(_pipeline_config(spec, networks[0], pipeline_instances),
+                            "PipelineModel")]  # fmt: skip
+    pipeline = pipeline_models[-1][0]
     notes = [n for net in networks for n in (*net.artifact.notes, *_plugin_notes(net))]
     with artifact_files(output, directories=(output,)) as pending:
         root = pending.tmp()
         for net in networks:
             _write_network(root, net, python_network)
-        _write_model(root, pipeline, "PipelineModel")
+        for config, cls in pipeline_models:
+            if cls is None:  # the ensemble: a configuration only
+                (root / config.name / "1").mkdir(parents=True)
+                (root / config.name / "config.pbtxt").write_text(config.text())
+            else:
+                _write_model(root, config, cls)
         pending.describe(
             {
                 "kind": "triton-repository",
@@ -109,10 +135,12 @@ def write_repository(
                     for n in networks
                 ],
                 "pipeline": pipeline.name,
+                "pipeline_form": pipeline_form,
                 "notes": notes,
             }
         )
-    return Repository(output, [n.name for n in networks] + [pipeline.name], notes)
+    return Repository(output, [n.name for n in networks] + [c.name for c, _ in pipeline_models],
+                      notes)  # fmt: skip
 
 
 def _networks(
@@ -190,35 +218,103 @@ def _network_config(
     return config
 
 
-def _pipeline_config(spec: ModelSpec, network: _Network, instances: int) -> ModelConfig:
-    inputs = [TensorConfig(IMAGE_INPUT, "TYPE_STRING", (1,))]
-    if spec.decode is None:
-        inputs.append(TensorConfig(BOX_INPUT, "TYPE_FP32", (4,), optional=True))
-    dims = {"boxes": (-1, 4), "scores": (-1,), "category_ids": (-1,), "count": (1,),
-            "coco_json": (1,), "keypoints": (-1, 3), "score": (1,)}  # fmt: skip
-    types = {"category_ids": "TYPE_INT32", "count": "TYPE_INT32", "coco_json": "TYPE_STRING"}
-    names = output_names(spec)
-    outputs = [TensorConfig(n, types.get(n, "TYPE_FP32"), dims[n]) for n in names]
+def _pipeline_parameters(spec: ModelSpec, network: _Network) -> dict[str, str]:
+    """What a pipeline model (or an ensemble's half) needs to rebuild the pipeline around the
+    network model."""
     net = network.config
     static = net.max_batch_size == 0  # natively fixed; the python form pads itself
     batch = net.max_batch_size or network.artifact.inputs[INPUT_NAME][0]
+    return {
+        "hgdeploy_model": spec.name,
+        "network": network.name,
+        "network_batch": str(batch),
+        "static_batch": "1" if static else "0",
+        "network_input_hw": ",".join(str(v) for v in network.artifact.input_hw),
+        "network_outputs": ",".join(network.artifact.outputs),
+        "max_image_pixels": str(DEFAULT_MAX_IMAGE_PIXELS),
+        "outputs": ",".join(output_names(spec)),
+    }
+
+
+def _request_inputs(spec: ModelSpec) -> list[TensorConfig]:
+    inputs = [TensorConfig(IMAGE_INPUT, "TYPE_STRING", (1,))]
+    if spec.decode is None:
+        inputs.append(TensorConfig(BOX_INPUT, "TYPE_FP32", (4,), optional=True))
+    return inputs
+
+
+def _answer_outputs(spec: ModelSpec) -> list[TensorConfig]:
+    dims = {"boxes": (-1, 4), "scores": (-1,), "category_ids": (-1,), "count": (1,),
+            "coco_json": (1,), "keypoints": (-1, 3), "score": (1,)}  # fmt: skip
+    types = {"category_ids": "TYPE_INT32", "count": "TYPE_INT32", "coco_json": "TYPE_STRING"}
+    return [TensorConfig(n, types.get(n, "TYPE_FP32"), dims[n]) for n in output_names(spec)]
+
+
+def _pipeline_config(spec: ModelSpec, network: _Network, instances: int) -> ModelConfig:
     return ModelConfig(
         f"{spec.name}_pipeline",
-        inputs,
-        outputs,
+        _request_inputs(spec),
+        _answer_outputs(spec),
         backend="python",
         instance_count=instances,
-        parameters={
-            "hgdeploy_model": spec.name,
-            "network": network.name,
-            "network_batch": str(batch),
-            "static_batch": "1" if static else "0",
-            "network_input_hw": ",".join(str(v) for v in network.artifact.input_hw),
-            "network_outputs": ",".join(network.artifact.outputs),
-            "max_image_pixels": str(DEFAULT_MAX_IMAGE_PIXELS),
-            "outputs": ",".join(names),
-        },
+        parameters=_pipeline_parameters(spec, network),
     )
+
+
+def _ensemble_configs(
+    spec: ModelSpec, network: _Network, instances: int
+) -> list[tuple[ModelConfig, str | None]]:
+    """Pre-processing (python) -> network -> post-processing (python), as Triton's ensemble
+    `<model>_pipeline`; refused for a pipeline whose network calls depend on each other or a
+    network that cannot take one request's inputs (the image and its flipped copy) at once."""
+    from hgdeploy.pipelines.factory import PIPELINES
+
+    if PIPELINES[spec.name][1] is None:
+        raise HgDeployError(
+            f"{spec.name}'s pipeline calls its network several times, each call depending on "
+            "the last: serve it with --pipeline-form bls"
+        )
+    per_request = 2 if PIPELINES[spec.name][1] else 1
+    if network.config.max_batch_size < per_request or network.artifact.static_batch is not None:
+        raise HgDeployError(
+            f"the ensemble sends {network.name} {per_request} input(s) per request as one "
+            "batch: export the network with --dynamic-batch (or use --pipeline-form bls)"
+        )
+    params = _pipeline_parameters(spec, network)
+    item_dims = tuple(network.artifact.inputs[INPUT_NAME][1:])
+    heads = {name: (-1, *dims[1:]) for name, dims in network.artifact.outputs.items()}
+    state = TensorConfig(STATE_TENSOR, "TYPE_STRING", (1,))
+    pre = ModelConfig(
+        f"{spec.name}_preprocess",
+        _request_inputs(spec),
+        [TensorConfig(NETWORK_INPUT, "TYPE_FP32", (-1, *item_dims)), state],
+        backend="python",
+        instance_count=instances,
+        parameters=params,
+    )
+    post = ModelConfig(
+        f"{spec.name}_postprocess",
+        [*(TensorConfig(n, "TYPE_FP32", d) for n, d in heads.items()), state],
+        _answer_outputs(spec),
+        backend="python",
+        instance_count=instances,
+        parameters=params,
+    )
+    request = {t.name: t.name for t in _request_inputs(spec)}
+    answers = {n: n for n in output_names(spec)}
+    steps = [
+        EnsembleStep(pre.name, request, {NETWORK_INPUT: "_batch", STATE_TENSOR: "_state"}),
+        EnsembleStep(network.name, {INPUT_NAME: "_batch"}, {n: f"_{n}" for n in heads}),
+        EnsembleStep(post.name, {**{n: f"_{n}" for n in heads}, STATE_TENSOR: "_state"}, answers),
+    ]
+    ensemble = ModelConfig(
+        f"{spec.name}_pipeline",
+        _request_inputs(spec),
+        _answer_outputs(spec),
+        platform="ensemble",
+        ensemble_steps=steps,
+    )
+    return [(pre, "PreprocessModel"), (post, "PostprocessModel"), (ensemble, None)]
 
 
 def _write_network(root: Path, net: _Network, python: bool) -> None:
