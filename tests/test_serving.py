@@ -320,14 +320,22 @@ def test_native_configs_pass_triton_validation(tmp_path: Path) -> None:
     assert "preferred size must be <= max batch size" in outcomes["control"], outcomes
 
 
-def test_serve_command_stops_cleanly_on_sigterm(tmp_path: Path) -> None:
-    """`hgdeploy serve` as users run it: ready line, then SIGTERM -> exit, no stub left."""
+@pytest.mark.parametrize("given", ["repository", "model"])
+def test_serve_command_stops_cleanly_on_sigterm(tmp_path: Path, given: str) -> None:
+    """`hgdeploy serve` as users run it, on a repository or on `--model --artifact` (a
+    repository in a temporary directory, python networks because this server has no native
+    backend): ready line, the network answers, then SIGTERM -> exit, no stub left, no
+    temporary repository left."""
     onnx_path = tiny_onnx(tmp_path / "net.onnx")
     repo = tmp_path / "repo"
-    invoke(["repository", "--model", "hrnet", "--artifact", str(onnx_path), "--output",
-            str(repo), "--python-network", "--max-batch", "2"])  # fmt: skip
+    if given == "repository":
+        invoke(["repository", "--model", "hrnet", "--artifact", str(onnx_path), "--output",
+                str(repo), "--python-network", "--max-batch", "2"])  # fmt: skip
+        source = ["--repository", str(repo)]
+    else:
+        source = ["--model", "hrnet", "--artifact", str(onnx_path)]
     ports = Ports.free()
-    command = [sys.executable, "-m", "hgdeploy", "serve", "--repository", str(repo),
+    command = [sys.executable, "-m", "hgdeploy", "serve", *source,
                "--http-port", str(ports.http), "--grpc-port", str(ports.grpc),
                "--metrics-port", str(ports.metrics)]  # fmt: skip
     log = tmp_path / "serve.log"
@@ -338,7 +346,17 @@ def test_serve_command_stops_cleanly_on_sigterm(tmp_path: Path) -> None:
         while "ready: HTTP" not in log.read_text() and time.monotonic() < deadline:
             assert serve.poll() is None, log.read_text()
             time.sleep(0.25)
-        assert TritonHttp(f"http://127.0.0.1:{ports.http}", timeout=5).ready(), log.read_text()
+        client = TritonHttp(f"http://127.0.0.1:{ports.http}", timeout=30)
+        assert client.ready(), log.read_text()
+        item = np.ones((1, 3, 256, 192), np.float32)
+        assert client.infer("hrnet_onnxruntime_fp32", {"image": item}, ["heatmaps"])[
+            "heatmaps"
+        ].shape == (1, 3, 256, 192)
+        if given == "model":
+            text = " ".join(log.read_text().split())  # the console may wrap the path
+            assert "this tritonserver has no onnxruntime backend" in text, text
+            repo = Path(text.split(" from ")[1].split()[0])
+            assert (repo / "hrnet_pipeline" / "config.pbtxt").is_file()
         serve.send_signal(signal.SIGTERM)
         code = serve.wait(timeout=60)
     finally:
@@ -347,6 +365,8 @@ def test_serve_command_stops_cleanly_on_sigterm(tmp_path: Path) -> None:
     assert code == 128 + signal.SIGTERM, log.read_text()  # the CLI turns SIGTERM into exit 143
     assert not _processes_mentioning(repo), "tritonserver or a stub outlived `hgdeploy serve`"
     assert not TritonHttp(f"http://127.0.0.1:{ports.http}", timeout=2).ready()
+    if given == "model":
+        assert not repo.parent.exists(), "the temporary repository outlived `hgdeploy serve`"
 
 
 def test_loadtest_counts_agree_with_the_server(tmp_path: Path) -> None:

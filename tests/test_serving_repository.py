@@ -277,3 +277,15 @@ def test_ensemble_form_chains_three_models_and_refuses_what_it_cannot_serve(
                             "--output", str(out), "--pipeline-form", "ensemble"])  # fmt: skip
         one_line_error(code, output, words)
         assert not out.exists()
+
+
+def test_serve_takes_a_repository_or_a_model_with_artifacts(tmp_path: Path) -> None:
+    artifact = str(tiny_onnx(tmp_path / "net.onnx"))
+    for args, words in (
+        ([], "give --repository, or --model with --artifact"),
+        (["--repository", str(tmp_path), "--model", "hrnet"], "(not both)"),
+        (["--repository", str(tmp_path), "--artifact", artifact], "--artifact goes with --model"),
+        (["--model", "hrnet"], "name the network to serve with --artifact"),
+    ):
+        code, output = run(["serve", *args])
+        one_line_error(code, output, words)

@@ -1,6 +1,12 @@
-"""`hgdeploy serve`: run tritonserver on a model repository until Ctrl-C or SIGTERM."""
+"""`hgdeploy serve`: run tritonserver on a model repository until Ctrl-C or SIGTERM, or on one
+written for the occasion from `--model` and `--artifact` (removed when the server stops)."""
 
 from __future__ import annotations
+
+import contextlib
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
 
 import click
 
@@ -11,8 +17,27 @@ from hgdeploy.cli.options import path_or_none
 
 @click.command("serve")
 @click.option(
-    "--repository", required=True, type=click.Path(file_okay=False),
+    "--repository", type=click.Path(file_okay=False), default=None,
     help="A model repository (`hgdeploy repository` writes one).",
+)  # fmt: skip
+@click.option(
+    "--model", "model_name", default=None,
+    help="Instead of --repository: the zoo model whose --artifact to serve from a repository "
+    "written to a temporary directory.",
+)  # fmt: skip
+@click.option(
+    "--artifact", "artifacts", multiple=True, type=click.Path(dir_okay=False),
+    help="With --model: a built network (repeat for several; the pipeline calls the first).",
+)  # fmt: skip
+@click.option(
+    "--network-form", type=click.Choice(["auto", "native", "python"]), default="auto",
+    show_default=True,
+    help="With --model: the network in its native backend, in the python backend on "
+    "hgdeploy's runner, or native where this server has the backend (the bundled one has none).",
+)  # fmt: skip
+@click.option(
+    "--pipeline-form", type=click.Choice(["bls", "ensemble"]), default="bls", show_default=True,
+    help="With --model: see `hgdeploy repository --help`.",
 )  # fmt: skip
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind.")
 @click.option("--http-port", type=click.IntRange(1, 65535), default=8000, show_default=True)
@@ -23,26 +48,75 @@ from hgdeploy.cli.options import path_or_none
     help="Seconds to wait for every model to load.",
 )  # fmt: skip
 def serve_command(
-    repository: str,
+    repository: str | None,
+    model_name: str | None,
+    artifacts: tuple[str, ...],
+    network_form: str,
+    pipeline_form: str,
     host: str,
     http_port: int,
     grpc_port: int,
     metrics_port: int,
     ready_timeout: float,
 ) -> None:
-    """Start tritonserver (the one `make install` unpacked, else PATH) on REPOSITORY with
-    every model loaded; wait until ready, print the endpoints, stop on Ctrl-C / SIGTERM."""
+    """Start tritonserver (the one `make install` unpacked, else PATH) on REPOSITORY, or on
+    MODEL's ARTIFACTs, with every model loaded; wait until ready, print the endpoints, stop on
+    Ctrl-C / SIGTERM."""
     from hgdeploy.serving.server import Ports, running_server
 
-    path = path_or_none(repository, "--repository")
+    if (repository is None) == (model_name is None):
+        raise HgDeployError("give --repository, or --model with --artifact (not both)")
+    if model_name is None and artifacts:
+        raise HgDeployError("--artifact goes with --model; a --repository already names them")
+    if model_name is not None and not artifacts:
+        raise HgDeployError(f"--model {model_name}: name the network to serve with --artifact")
     ports = Ports(http_port, grpc_port, metrics_port)
-    try:
-        with running_server(path, host=host, ports=ports, ready_timeout=ready_timeout) as server:
-            console.print(f"ready: HTTP {server.http_url}  GRPC {host}:{grpc_port}  "
-                          f"metrics http://{host}:{metrics_port}/metrics")  # fmt: skip
-            console.print("Ctrl-C stops it")
-            server.process.wait()  # type: ignore[union-attr]
-            code = server.process.returncode  # type: ignore[union-attr]
-            raise HgDeployError(f"tritonserver exited with status {code}")
-    except KeyboardInterrupt:
-        console.print("stopped")
+    with _repository(repository, model_name, artifacts, network_form, pipeline_form) as path:
+        try:
+            with running_server(path, host=host, ports=ports, ready_timeout=ready_timeout) as srv:
+                console.print(f"ready: HTTP {srv.http_url}  GRPC {host}:{grpc_port}  "
+                              f"metrics http://{host}:{metrics_port}/metrics")  # fmt: skip
+                console.print("Ctrl-C stops it")
+                srv.process.wait()  # type: ignore[union-attr]
+                code = srv.process.returncode  # type: ignore[union-attr]
+                raise HgDeployError(f"tritonserver exited with status {code}")
+        except KeyboardInterrupt:
+            console.print("stopped")
+
+
+@contextlib.contextmanager
+def _repository(
+    repository: str | None,
+    model_name: str | None,
+    artifacts: tuple[str, ...],
+    network_form: str,
+    pipeline_form: str,
+) -> Iterator[Path]:
+    """The repository to serve: the one given, or one written to a temporary directory that
+    goes when the server stops (a SIGTERM unwinds through here too)."""
+    if repository is not None:
+        yield path_or_none(repository, "--repository")  # type: ignore[misc]
+        return
+    from hgdeploy.base.zoo import get_spec
+    from hgdeploy.serving.network_io import read_network
+    from hgdeploy.serving.repository import write_repository
+    from hgdeploy.serving.server import find_tritonserver
+
+    assert model_name is not None
+    paths = [path_or_none(a, "--artifact") for a in artifacts]
+    given = [p for p in paths if p is not None]
+    python = network_form == "python"
+    if network_form == "auto":
+        install = find_tritonserver()
+        spec = get_spec(model_name)
+        missing = sorted({a.backend for a in (read_network(spec, p) for p in given)
+                          if not install.has_backend(a.backend)})  # fmt: skip
+        python = bool(missing)
+        if missing:
+            console.print(f"this tritonserver has no {', '.join(missing)} backend: the networks "
+                          "run on hgdeploy's runner in its python backend")  # fmt: skip
+    with tempfile.TemporaryDirectory(prefix="hgdeploy-serve-") as scratch:
+        repo = write_repository(model_name, given, Path(scratch) / "repository",
+                                python_network=python, pipeline_form=pipeline_form)  # fmt: skip
+        console.print(f"serving {', '.join(repo.models)} from {repo.path}")
+        yield repo.path

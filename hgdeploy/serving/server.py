@@ -54,11 +54,22 @@ class Ports:
                 s.close()
 
 
+DEFAULT_BACKENDS = Path("/opt/tritonserver/backends")  # where Triton's own images keep them
+NATIVE_BACKEND_DIRS = {"onnxruntime": "onnxruntime", "openvino": "openvino",
+                       "tensorrt": "tensorrt"}  # fmt: skip
+
+
 @dataclass(frozen=True)
 class ServerInstall:
     binary: Path
     python_bin: Path | None  # put first on PATH for the python backend's stub
     backends: Path | None  # --backend-directory
+
+    def has_backend(self, backend: str) -> bool:
+        """Whether this server can run an hgdeploy backend's artifact natively (its backend
+        library is in the server's backend directory)."""
+        directory = self.backends or DEFAULT_BACKENDS
+        return (directory / NATIVE_BACKEND_DIRS[backend]).is_dir()
 
 
 def find_tritonserver() -> ServerInstall:
