@@ -285,6 +285,10 @@ def test_serve_takes_a_repository_or_a_model_with_artifacts(tmp_path: Path) -> N
         ([], "give --repository, or --model with --artifact"),
         (["--repository", str(tmp_path), "--model", "hrnet"], "(not both)"),
         (["--repository", str(tmp_path), "--artifact", artifact], "--artifact goes with --model"),
+        (
+            ["--repository", str(tmp_path), "--pipeline-form", "ensemble"],
+            "--pipeline-form goes with --model; a --repository is served as written",
+        ),
         (["--model", "hrnet"], "name the network to serve with --artifact"),
     ):
         code, output = run(["serve", *args])

@@ -21,6 +21,7 @@ import click
 from hgdeploy.base.errors import HgDeployError, first_line
 from hgdeploy.base.precisions import CALIBRATION_METHOD_NAMES
 from hgdeploy.base.zoo import ZOO
+from hgdeploy.serving.model_config import PIPELINE_FORMS
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -191,6 +192,13 @@ def batch_option(default: int | None = 1, help: str | None = None) -> Callable[[
         show_default=default is not None,
         help=help,
     )
+
+
+def pipeline_form_option(help: str) -> Callable[[F], F]:
+    return click.option(
+        "--pipeline-form", type=click.Choice(PIPELINE_FORMS), default=PIPELINE_FORMS[0],
+        show_default=True, help=help,
+    )  # fmt: skip
 
 
 def output_file_option(help: str) -> Callable[[F], F]:

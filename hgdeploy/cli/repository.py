@@ -5,7 +5,12 @@ from __future__ import annotations
 import click
 
 from hgdeploy.base.console import console
-from hgdeploy.cli.options import force_option, model_option, path_or_none
+from hgdeploy.cli.options import (
+    force_option,
+    model_option,
+    path_or_none,
+    pipeline_form_option,
+)
 
 
 @click.command("repository")
@@ -39,9 +44,8 @@ from hgdeploy.cli.options import force_option, model_option, path_or_none
     help="How long the network's batcher holds a request for others to join it "
     "(microseconds; default 2000).",
 )  # fmt: skip
-@click.option(
-    "--pipeline-form", type=click.Choice(["bls", "ensemble"]), default="bls", show_default=True,
-    help="bls: one python model calls the network (any pipeline, Saccade included); ensemble: "
+@pipeline_form_option(
+    "bls: one python model calls the network (any pipeline, Saccade included); ensemble: "
     "Triton's ensemble of pre-processing, the network and post-processing (single-pass "
     "pipelines, dynamic-batch network).",
 )  # fmt: skip

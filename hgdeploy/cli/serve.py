@@ -12,7 +12,7 @@ import click
 
 from hgdeploy.base.console import console
 from hgdeploy.base.errors import HgDeployError
-from hgdeploy.cli.options import path_or_none
+from hgdeploy.cli.options import path_or_none, pipeline_form_option
 
 
 @click.command("serve")
@@ -35,9 +35,8 @@ from hgdeploy.cli.options import path_or_none
     help="With --model: the network in its native backend, in the python backend on "
     "hgdeploy's runner, or native where this server has the backend (the bundled one has none).",
 )  # fmt: skip
-@click.option(
-    "--pipeline-form", type=click.Choice(["bls", "ensemble"]), default="bls", show_default=True,
-    help="With --model: see `hgdeploy repository --help`.",
+@pipeline_form_option(
+    "With --model: see `hgdeploy repository --help`.",
 )  # fmt: skip
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind.")
 @click.option("--http-port", type=click.IntRange(1, 65535), default=8000, show_default=True)
@@ -66,8 +65,13 @@ def serve_command(
 
     if (repository is None) == (model_name is None):
         raise HgDeployError("give --repository, or --model with --artifact (not both)")
-    if model_name is None and artifacts:
-        raise HgDeployError("--artifact goes with --model; a --repository already names them")
+    if model_name is None:
+        context = click.get_current_context()
+        given = [f"--{n.replace('_', '-')}" for n in ("artifacts", "network_form", "pipeline_form")
+                 if context.get_parameter_source(n) != click.core.ParameterSource.DEFAULT]  # fmt: skip
+        if given:
+            option = given[0].replace("--artifacts", "--artifact")
+            raise HgDeployError(f"{option} goes with --model; a --repository is served as written")
     if model_name is not None and not artifacts:
         raise HgDeployError(f"--model {model_name}: name the network to serve with --artifact")
     ports = Ports(http_port, grpc_port, metrics_port)

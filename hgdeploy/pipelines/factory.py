@@ -55,16 +55,27 @@ PIPELINES: dict[str, tuple[str, bool | None]] = {
 
 def pipeline_for(spec: ModelSpec, network: Network, flip: bool | None = None) -> Any:
     """The model's pipeline around `network`; `flip` None keeps upstream's setting."""
+    cls = pipeline_class(spec)
+    if upstream_flip(spec) is None:
+        return cls(spec, network)
+    return cls(spec, network, flip=upstream_flip(spec) if flip is None else flip)
+
+
+def pipeline_class(spec: ModelSpec) -> type:
+    """The class of the model's test-time pipeline (imported on demand)."""
     import importlib
 
     if spec.name not in PIPELINES:
         raise HgDeployError(f"{spec.name} has no test-time pipeline")
-    where, upstream_flip = PIPELINES[spec.name]
-    module, attr = where.split(":")
-    pipeline_class = getattr(importlib.import_module(f"hgdeploy.pipelines.{module}"), attr)
-    if upstream_flip is None:
-        return pipeline_class(spec, network)
-    return pipeline_class(spec, network, flip=upstream_flip if flip is None else flip)
+    module, attr = PIPELINES[spec.name][0].split(":")
+    return getattr(importlib.import_module(f"hgdeploy.pipelines.{module}"), attr)
+
+
+def upstream_flip(spec: ModelSpec) -> bool | None:
+    """Whether upstream's test adds the flipped image (None: the pipeline has no flip test)."""
+    if spec.name not in PIPELINES:
+        raise HgDeployError(f"{spec.name} has no test-time pipeline")
+    return PIPELINES[spec.name][1]
 
 
 def make_network(

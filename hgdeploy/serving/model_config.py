@@ -11,6 +11,9 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 
+# How a repository's `<model>_pipeline` reaches its network (see serving/repository.py).
+PIPELINE_FORMS = ("bls", "ensemble")
+
 # numpy dtype name -> Triton data type
 TRITON_TYPES = {"float32": "TYPE_FP32", "float16": "TYPE_FP16", "int32": "TYPE_INT32",
                 "int64": "TYPE_INT64", "bytes": "TYPE_STRING"}  # fmt: skip

@@ -29,6 +29,7 @@ from hgdeploy.base.export_settings import INPUT_NAME
 from hgdeploy.base.outputs import check_output, is_ours
 from hgdeploy.base.zoo import ModelSpec, get_spec
 from hgdeploy.serving.model_config import (
+    PIPELINE_FORMS,
     DynamicBatching,
     EnsembleStep,
     ModelConfig,
@@ -52,7 +53,6 @@ NATIVE = {  # backend -> (config key, value, file name in the version directory,
     "openvino": ("backend", "openvino", "model.xml", "KIND_CPU"),
     "tensorrt": ("platform", "tensorrt_plan", "model.plan", "KIND_GPU"),
 }
-PIPELINE_FORMS = ("bls", "ensemble")
 PYTHON_MODEL = (
     "from hgdeploy.serving.python_models import {cls} as TritonPythonModel  # noqa: F401\n"
 )
@@ -267,14 +267,14 @@ def _ensemble_configs(
     """Pre-processing (python) -> network -> post-processing (python), as Triton's ensemble
     `<model>_pipeline`; refused for a pipeline whose network calls depend on each other or a
     network that cannot take one request's inputs (the image and its flipped copy) at once."""
-    from hgdeploy.pipelines.factory import PIPELINES
+    from hgdeploy.pipelines.factory import pipeline_class, upstream_flip
 
-    if PIPELINES[spec.name][1] is None:
+    if not hasattr(pipeline_class(spec), "prepare"):  # what pipeline_request.prepare needs
         raise HgDeployError(
             f"{spec.name}'s pipeline calls its network several times, each call depending on "
             "the last: serve it with --pipeline-form bls"
         )
-    per_request = 2 if PIPELINES[spec.name][1] else 1
+    per_request = 2 if upstream_flip(spec) else 1  # the image and its flipped copy
     if network.config.max_batch_size < per_request or network.artifact.static_batch is not None:
         raise HgDeployError(
             f"the ensemble sends {network.name} {per_request} input(s) per request as one "
