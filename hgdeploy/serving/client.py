@@ -4,17 +4,22 @@ tensor extension).
 tritonclient is not a project dependency: its current release needs protobuf < 7, which onnx's
 protobuf 7 rules out in the project's environment. The protocol is small enough to speak here:
 a JSON header, then each tensor's raw bytes, with `Inference-Header-Content-Length` saying where
-the JSON ends. Every call has a timeout.
+the JSON ends. Every call has a timeout. Inference requests go over one kept-alive connection
+per thread (as perf_analyzer's clients do): a new TCP connection and urllib's opener per request
+cost CPU that a load test on a small machine takes from the server it measures.
 """
 
 from __future__ import annotations
 
+import http.client
 import json
 import struct
+import threading
 import urllib.error
 import urllib.request
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 import numpy as np
 
@@ -33,6 +38,7 @@ class InferError(HgDeployError):
 class TritonHttp:
     url: str  # e.g. http://127.0.0.1:8000
     timeout: float = 60.0
+    _local: threading.local = field(default_factory=threading.local, init=False, repr=False)
 
     def get(self, path: str) -> tuple[int, bytes]:
         """(status, body) of a GET; (0, b"") when nothing answers."""
@@ -82,21 +88,57 @@ class TritonHttp:
             blobs.append(blob)
         header["outputs"] = [{"name": n, "parameters": {"binary_data": True}} for n in outputs]
         text = json.dumps(header).encode()
-        request = urllib.request.Request(
-            f"{self.url}/v2/models/{model}/infer",
-            data=text + b"".join(blobs),
-            headers={HEADER_LENGTH: str(len(text)), "Content-Type": "application/octet-stream"},
-            method="POST",
+        headers = {HEADER_LENGTH: str(len(text)), "Content-Type": "application/octet-stream"}
+        status, length, body = self._post(
+            f"/v2/models/{model}/infer", text + b"".join(blobs), headers
         )
-        try:
-            with urllib.request.urlopen(request, timeout=self.timeout) as response:
-                length = response.headers.get(HEADER_LENGTH)
-                body = response.read()
-        except urllib.error.HTTPError as exc:
-            raise InferError(f"{model}: HTTP {exc.code}: {_error_text(exc.read())}") from None
-        except (urllib.error.URLError, ConnectionError, TimeoutError) as exc:
-            raise HgDeployError(f"no answer from {self.url}: {exc}") from None
+        if status != 200:
+            raise InferError(f"{model}: HTTP {status}: {_error_text(body)}")
         return _decode(body, int(length) if length is not None else len(body))
+
+    def _post(
+        self, path: str, data: bytes, headers: dict[str, str]
+    ) -> tuple[int, str | None, bytes]:
+        """(status, header-length header, body) over this thread's kept-alive connection. A
+        connection the server closed while idle is found when sending on it (nothing was
+        answered, so nothing ran twice): that one request is sent again on a new connection."""
+        for attempt in range(2):
+            connection, reused = self._connection()
+            try:
+                connection.request("POST", path, body=data, headers=headers)
+                response = connection.getresponse()
+                body = response.read()
+            except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError) as exc:
+                self.close()
+                if reused and attempt == 0:
+                    continue
+                raise HgDeployError(f"no answer from {self.url}: {exc}") from None
+            except (OSError, http.client.HTTPException) as exc:
+                self.close()
+                raise HgDeployError(f"no answer from {self.url}: {exc}") from None
+            if response.getheader("Connection", "").lower() == "close":
+                self.close()
+            return response.status, response.getheader(HEADER_LENGTH), body
+        raise AssertionError("unreachable")
+
+    def _connection(self) -> tuple[http.client.HTTPConnection, bool]:
+        """This thread's connection and whether it carried a request before."""
+        connection = getattr(self._local, "connection", None)
+        if connection is not None:
+            return connection, True
+        parts = urlsplit(self.url)
+        connection = http.client.HTTPConnection(
+            parts.hostname or "127.0.0.1", parts.port or 80, timeout=self.timeout
+        )
+        self._local.connection = connection
+        return connection, False
+
+    def close(self) -> None:
+        """Close this thread's connection (the next request opens a new one)."""
+        connection = getattr(self._local, "connection", None)
+        if connection is not None:
+            connection.close()
+            self._local.connection = None
 
 
 def _encode(array: np.ndarray) -> tuple[str, bytes]:
