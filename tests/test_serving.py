@@ -210,6 +210,15 @@ def test_bad_bodies_get_an_error_and_the_next_request_is_served(served: dict) ->
 
 
 @pytest.mark.parametrize("served", ["hrnet"], indirect=True)
+def test_the_network_was_warmed_at_load_with_every_batch(served: dict) -> None:
+    """Triton ran the config's warm-up requests before the server was ready: the network's
+    statistics hold an execution of every batch size up to its max (4), whatever the other
+    tests sent since."""
+    executed = served["client"].batch_sizes(served["network"])
+    assert all(executed.get(size, 0) >= 1 for size in (1, 2, 3, 4)), executed
+
+
+@pytest.mark.parametrize("served", ["hrnet"], indirect=True)
 def test_concurrent_clients_make_the_network_model_batch(served: dict) -> None:
     """4 clients, 4 requests each, of one item: the dynamic batcher joins requests that
     arrive while the network is busy, so the model executes batches > 1."""
@@ -240,7 +249,15 @@ def test_concurrent_clients_make_the_network_model_batch(served: dict) -> None:
 
 
 # What a python model needs to load (it is never asked to infer here).
-_EMPTY_MODEL = "class TritonPythonModel:\n    def execute(self, requests):\n        return []\n"
+# Answers each request (the configs' warm-up requests included) with no tensors.
+_EMPTY_MODEL = """
+import triton_python_backend_utils as pb_utils
+
+
+class TritonPythonModel:
+    def execute(self, requests):
+        return [pb_utils.InferenceResponse(output_tensors=[]) for _ in requests]
+"""
 
 
 def _load_outcomes(repository: Path, log: Path) -> dict[str, str]:

@@ -142,6 +142,29 @@ def test_batching_settings_reach_the_configs(tmp_path: Path) -> None:
     assert 'key: "network_batch" value { string_value: "3" }' in pipeline
 
 
+def test_networks_are_warmed_with_every_batch_the_batcher_forms(tmp_path: Path) -> None:
+    """Zero-filled warm-up requests of each batch size run at load time (OpenVINO and ONNX
+    Runtime set up per input shape: unwarmed, the first batch of 4 took ~300 ms more)."""
+    from hgdeploy.serving.model_config import warmup_batches
+
+    assert warmup_batches(0) == (1,)  # a fixed-shape model: its one shape
+    assert warmup_batches(3) == (1, 2, 3)
+    assert warmup_batches(8) == tuple(range(1, 9))
+    assert warmup_batches(24) == (1, 2, 4, 8, 16, 24)
+    artifact = tiny_onnx(tmp_path / "net.onnx")
+    assert run(["repository", "--model", "hrnet", "--artifact", str(artifact),
+                "--output", str(tmp_path / "repo"), "--max-batch", "3"])[0] == 0  # fmt: skip
+    network = (tmp_path / "repo" / "hrnet_onnxruntime_fp32" / "config.pbtxt").read_text()
+    for batch in (1, 2, 3):
+        assert (
+            f'{{ name: "batch_{batch}" batch_size: {batch} inputs {{ key: "image" value '
+            "{ data_type: TYPE_FP32 dims: [ 3, 256, 192 ] zero_data: true } } }"
+        ) in network
+    assert 'name: "batch_4"' not in network
+    pipeline = (tmp_path / "repo" / "hrnet_pipeline" / "config.pbtxt").read_text()
+    assert "model_warmup" not in pipeline  # its inputs are photographs, not zeros
+
+
 def test_pipeline_request_equals_predict_without_a_server(tmp_path: Path) -> None:
     """The served pipeline's request logic in-process (what the python model runs between
     Triton's tensors): the same COCO records as `predict` on the photo file, the person box

@@ -34,6 +34,7 @@ from hgdeploy.serving.model_config import (
     EnsembleStep,
     ModelConfig,
     TensorConfig,
+    warmup_batches,
 )
 from hgdeploy.serving.network_io import NetworkArtifact, read_network
 from hgdeploy.serving.pipeline_request import (
@@ -205,6 +206,7 @@ def _network_config(
         tensors(artifact.outputs),
         max_batch_size=limit,
         dynamic_batching=DynamicBatching(queue_delay_us) if limit > 0 else None,
+        warmup_batches=warmup_batches(limit),
     )
     if python:
         config.backend = "python"
