@@ -43,9 +43,9 @@ class _Responder(BaseHTTPRequestHandler):
         total = np.frombuffer(body[header_length:], dtype=np.float32).sum()
         out = json.dumps({"outputs": [{"name": "y", "shape": [1], "datatype": "FP32",
                                        "parameters": {"binary_data_size": 4}}]}).encode()  # fmt: skip
-        self._send(200, out + struct.pack("<f", total), {HEADER_LENGTH: str(len(out))})
-        with _Responder.lock:
+        with _Responder.lock:  # counted before the client can see the answer
             _Responder.answered += 1
+        self._send(200, out + struct.pack("<f", total), {HEADER_LENGTH: str(len(out))})
         if _Responder.drop_after_each:
             self.close_connection = True
 

@@ -101,8 +101,9 @@ class TritonHttp:
     ) -> tuple[int, str | None, bytes]:
         """(status, header-length header, body) over this thread's kept-alive connection. A
         connection the server closed while idle is found when sending on it (nothing was
-        answered, so nothing ran twice): that one request is sent again on a new connection."""
-        for attempt in range(2):
+        answered, so nothing ran twice): that one request is sent again on a new connection
+        (which is not reused, so this loops at most twice)."""
+        while True:
             connection, reused = self._connection()
             try:
                 connection.request("POST", path, body=data, headers=headers)
@@ -110,7 +111,7 @@ class TritonHttp:
                 body = response.read()
             except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError) as exc:
                 self.close()
-                if reused and attempt == 0:
+                if reused:
                     continue
                 raise HgDeployError(f"no answer from {self.url}: {exc}") from None
             except (OSError, http.client.HTTPException) as exc:
@@ -119,7 +120,6 @@ class TritonHttp:
             if response.getheader("Connection", "").lower() == "close":
                 self.close()
             return response.status, response.getheader(HEADER_LENGTH), body
-        raise AssertionError("unreachable")
 
     def _connection(self) -> tuple[http.client.HTTPConnection, bool]:
         """This thread's connection and whether it carried a request before."""

@@ -27,9 +27,8 @@ class TensorConfig:
     optional: bool = False
 
     def text(self) -> str:
-        dims = ", ".join(str(d) for d in self.dims)
         optional = " optional: true" if self.optional else ""
-        return f'{{ name: "{self.name}" data_type: {self.data_type} dims: [ {dims} ]{optional} }}'
+        return f'{{ name: "{self.name}" data_type: {self.data_type} dims: {_dims(self.dims)}{optional} }}'
 
 
 @dataclass(frozen=True)
@@ -102,9 +101,16 @@ class ModelConfig:
 
 
 def _tensor_list(kind: str, tensors: list[TensorConfig]) -> list[str]:
-    return (
-        [f"{kind} ["] + [f"  {t.text()}," for t in tensors[:-1]] + [f"  {tensors[-1].text()}", "]"]
-    )
+    return _block(kind, [t.text() for t in tensors])
+
+
+def _block(field_name: str, entries: list[str]) -> list[str]:
+    """A repeated field as protobuf text: `name [`, one entry per line (comma-separated), `]`."""
+    return [f"{field_name} ["] + [f"  {e}," for e in entries[:-1]] + [f"  {entries[-1]}", "]"]
+
+
+def _dims(dims: tuple[int, ...]) -> str:
+    return f"[ {', '.join(str(d) for d in dims)} ]"
 
 
 def warmup_batches(max_batch_size: int) -> tuple[int, ...]:
@@ -127,10 +133,9 @@ def _warmup(inputs: list[TensorConfig], batches: tuple[int, ...]) -> list[str]:
     def sample(batch: int) -> str:
         feeds = " ".join(
             f'inputs {{ key: "{t.name}" value {{ data_type: {t.data_type} '
-            f"dims: [ {', '.join(str(d) for d in t.dims)} ] zero_data: true }} }}"
+            f"dims: {_dims(t.dims)} zero_data: true }} }}"
             for t in inputs
         )
         return f'{{ name: "batch_{batch}" batch_size: {batch} {feeds} }}'
 
-    entries = [sample(b) for b in batches]
-    return ["model_warmup ["] + [f"  {e}," for e in entries[:-1]] + [f"  {entries[-1]}", "]"]
+    return _block("model_warmup", [sample(b) for b in batches])
