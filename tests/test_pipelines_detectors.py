@@ -196,3 +196,48 @@ def test_per_class_soft_nms_keeps_what_each_upstream_caller_keeps(keep_all_rows:
     assert len(run["keep"]) < 200  # the recorded call did drop rows
     np.testing.assert_allclose(kept, expected, atol=1e-5)
     assert (classes == 0).all()
+
+
+class _SeededHeads:
+    """A stand-in network: seeded raw heads and attention maps for any batch, and the batch
+    size of every call (to count what a pipeline asks of its network)."""
+
+    def __init__(self) -> None:
+        self.calls: list[int] = []
+
+    def __call__(self, inputs: np.ndarray, times: object = None) -> dict[str, np.ndarray]:
+        batch = len(inputs)
+        self.calls.append(batch)
+        heads = corner_heads(batch, 64, seed=40 + len(self.calls), classes=1)
+        for name, att in zip(saccade.ATTENTION_NAMES, attention_maps(seed=60)):
+            heads[name] = np.repeat(att, batch, axis=0)
+        return heads
+
+
+def _saccade_on_coffee(settings: saccade.SaccadeSettings) -> tuple[_SeededHeads, object]:
+    network = _SeededHeads()
+    pipeline = saccade.SaccadePipeline(get_spec("saccade"), network, settings)  # type: ignore[arg-type]
+    (found,) = pipeline([sample_images(["coffee"])[0][1]])
+    return network, found
+
+
+def test_saccade_max_crops_bounds_stage_one_and_zero_skips_it() -> None:
+    """Upstream's cut (att_max_crops) applies before stage 1 runs; at 0 only stage 0 runs
+    (a speed/AP point `benchmarks/accuracy/saccade_variants.py` measures)."""
+    network, found = _saccade_on_coffee(saccade.SaccadeSettings())
+    assert network.calls[0] == 2 and len(network.calls) == 2  # two views, then the crops
+    assert 2 < network.calls[1] <= 30 and found.details["crops"] == network.calls[1]
+    network, found = _saccade_on_coffee(saccade.SaccadeSettings(max_crops=2))
+    assert network.calls == [2, 2] and found.details["crops"] == 2
+    network, found = _saccade_on_coffee(saccade.SaccadeSettings(max_crops=0))
+    assert network.calls == [2] and found.details["crops"] == 0
+
+
+def test_saccade_stage_zero_threshold_is_upstreams_and_adjustable() -> None:
+    """Stage 0 keeps only its detections above 0.3 (upstream; soft-NMS decays them after);
+    lowering the threshold keeps more of the same views' detections."""
+    _, kept = _saccade_on_coffee(saccade.SaccadeSettings(max_crops=0))
+    _, every = _saccade_on_coffee(saccade.SaccadeSettings(max_crops=0, init_score_threshold=-1))
+    assert saccade.SaccadeSettings().init_score_threshold == 0.3
+    assert 0 < len(kept) < len(every)
+    assert set(map(tuple, kept.boxes.tolist())) < set(map(tuple, every.boxes.tolist()))

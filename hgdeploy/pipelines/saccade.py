@@ -31,6 +31,7 @@ class SaccadeSettings:
     input_size: int = 255
     output_size: int = 64
     init_sizes: tuple[int, ...] = (192, 255)
+    init_score_threshold: float = 0.3  # stage 0 keeps detections above it (crops keep all)
     att_threshold: float = 0.3
     att_scales: tuple[float, ...] = (1, 2, 4)
     att_ratios: tuple[int, ...] = (16, 8, 4)  # in the order of ATTENTION_NAMES
@@ -189,14 +190,13 @@ class SaccadePipeline:
             locations = attention_locations(atts, s, scales, offsets, height, width)
             to_image_coordinates(dets, scales, offsets, ratio)
             dets = dets.reshape(-1, 8)
-            dets = dets[dets[:, 4] > 0.3]
+            dets = dets[dets[:, 4] > s.init_score_threshold]
             locations = np.concatenate((locations, reference_locations(dets)), axis=0)
             locations = location_nms(locations, s.location_nms_threshold)
         found = [dets]
-        crops_run = 0
-        if len(locations):
-            locations = locations[: s.max_crops]
-            crops_run = len(locations)
+        locations = locations[: s.max_crops]
+        crops_run = len(locations)
+        if crops_run:
             with self.times.stage("crops"):
                 crops, offsets = crop_batch(image, locations, s.input_size)
             zoomed, _ = self._run(crops, "stage 1")
