@@ -33,6 +33,7 @@ BUNDLED_HOME = SERVER_ENV / "tritonserver" / "pytriton" / "tritonserver"
 BINARY_ENV = "HGDEPLOY_TRITONSERVER"
 EXIT_TIMEOUT_S = 5
 STOP_GRACE_S = 20  # after SIGTERM: models unload, stubs exit; then the process group is killed
+KILLED_WAIT_S = 10  # a killed stub can take seconds to leave (freeing its memory on busy cores)
 
 
 @dataclass(frozen=True)
@@ -176,6 +177,7 @@ class TritonServer:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.process.pid, signal.SIGKILL)
         self.process.wait()
+        _await_group_gone(self.process.pid, KILLED_WAIT_S)
 
     def _reason(self) -> str:
         """The log's most telling line: the last error, else the last line."""
@@ -186,6 +188,19 @@ class TritonServer:
         ]
         errors = [ln for ln in lines if ln.startswith("E") or "error" in ln.lower()]
         return (errors or lines or ["no output"])[-1][:500] + f" (log: {self.log})"
+
+
+def _await_group_gone(group: int, timeout: float) -> None:
+    """Return once no process of `group` is left (or after `timeout`): SIGKILL is delivered at
+    once but a stub orphaned by the server's exit leaves only when the kernel has torn it down,
+    so "nothing outlives the server" holds when `stop` returns, not some time after."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(group, 0)
+        except (ProcessLookupError, PermissionError):
+            return
+        time.sleep(0.05)
 
 
 def _check_free(label: str, host: str, port: int) -> None:
