@@ -22,44 +22,32 @@ from pathlib import Path
 import torch
 
 from hgdeploy.models.loader import load_model
-from hgdeploy.standin.corner_losses import (
-    cornernet_loss,
-    focal_loss,
-    gather_at,
-    offset_loss,
-    pull_push_loss,
-    saccade_loss,
+from hgdeploy.standin import corner_losses
+from hgdeploy.standin.corner_targets import CornerTargets
+from hgdeploy.standin.detector_training import (
+    CLASSES,
+    DETECTOR_STANDINS,
+    MAX_SHAPES,
+    SCENE_HW,
+    scene_batch,
 )
-from hgdeploy.standin.detector_training import CLASSES, MAX_SHAPES, SCENE_HW, scene_batch
 from hgdeploy.standin.scenes import detection_set
 
 HELD_OUT_SEED = 700_000  # below training's seeds, away from the validation (0) and calibration
 ATTENTION_LEVELS = ("att_16", "att_32", "att_64")
 
 
-def stack_terms(stack: tuple, targets, attention) -> dict[str, float]:
-    """One stack's loss terms, as `corner_losses._corner_terms` and `saccade_loss` add them."""
-    tl_heat, br_heat, tl_tag, br_tag, tl_off, br_off = stack[:6]
-    tags = [gather_at(t, i).squeeze(2) for t, i in ((tl_tag, targets.tl_index),
-                                                    (br_tag, targets.br_index))]  # fmt: skip
-    mask = targets.mask
-    pull, push = pull_push_loss(*tags, mask)
-    terms = {
-        "tl_focal": focal_loss(tl_heat, targets.tl_heat, targets.tl_valid),
-        "br_focal": focal_loss(br_heat, targets.br_heat, targets.br_valid),
-        "pull": pull,
-        "push": push,
-        "tl_offset": offset_loss(gather_at(tl_off, targets.tl_index), targets.tl_off, mask),
-        "br_offset": offset_loss(gather_at(br_off, targets.br_index), targets.br_off, mask),
-    }
+def stack_terms(stack: tuple, targets: CornerTargets, attention: list | None) -> dict[str, float]:
+    """One stack's loss terms: the trainer's corner terms and (Saccade) its attention levels."""
+    terms = corner_losses.stack_terms(stack, targets)
     for level, truth in enumerate(attention or []):
-        terms[ATTENTION_LEVELS[level]] = focal_loss(stack[6 + level], truth)
+        terms[ATTENTION_LEVELS[level]] = corner_losses.focal_loss(stack[6 + level], truth)
     return {name: float(value) for name, value in terms.items()}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", choices=["cornernet", "saccade", "squeeze"], required=True)
+    parser.add_argument("--model", choices=DETECTOR_STANDINS, required=True)
     parser.add_argument("--checkpoint", required=True)
     parser.add_argument("--batches", type=int, default=8)
     parser.add_argument("--batch", type=int, default=4)
@@ -75,9 +63,9 @@ def main() -> None:
         with torch.no_grad():
             stacks = model.every_stack(batch.inputs)
             if batch.attention is not None:
-                trainer = saccade_loss(stacks, batch.targets, batch.attention)
+                trainer = corner_losses.saccade_loss(stacks, batch.targets, batch.attention)
             else:
-                trainer = cornernet_loss(stacks, batch.targets)
+                trainer = corner_losses.cornernet_loss(stacks, batch.targets)
         count = len(stacks)
         added = 0.0
         for number, stack in enumerate(stacks):

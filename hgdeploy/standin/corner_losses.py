@@ -82,18 +82,29 @@ def saccade_loss(
     return (_corner_terms(stacks, targets) + attention_total) / max(len(stacks), 1)
 
 
+def stack_terms(stack: Sequence[Tensor], targets: CornerTargets) -> dict[str, Tensor]:
+    """One stack's corner terms by name, in the order the loss adds them (what
+    benchmarks/accuracy/detector_loss_terms.py reports)."""
+    tl_heat, br_heat, tl_tag, br_tag, tl_off, br_off = stack[:6]
+    tags = (gather_at(t, i).squeeze(2) for t, i in ((tl_tag, targets.tl_index),
+                                                      (br_tag, targets.br_index)))  # fmt: skip
+    mask = targets.mask
+    pull, push = pull_push_loss(*tags, mask)
+    return {
+        "tl_focal": focal_loss(tl_heat, targets.tl_heat, targets.tl_valid),
+        "br_focal": focal_loss(br_heat, targets.br_heat, targets.br_valid),
+        "pull": pull,
+        "push": push,
+        "tl_offset": offset_loss(gather_at(tl_off, targets.tl_index), targets.tl_off, mask),
+        "br_offset": offset_loss(gather_at(br_off, targets.br_index), targets.br_off, mask),
+    }
+
+
 def _corner_terms(stacks: Sequence[Sequence[Tensor]], targets: CornerTargets) -> Tensor:
-    """The sum over stacks of the heatmaps' focal, tags' pull/push and offsets' losses."""
+    """The sum over stacks of the heatmaps' focal, tags' pull/push and offsets' losses (added
+    one by one in `stack_terms`' order: the trainer's recorded losses depend on it)."""
     total = torch.zeros(())
-    for tl_heat, br_heat, tl_tag, br_tag, tl_off, br_off in (s[:6] for s in stacks):
-        total = total + focal_loss(tl_heat, targets.tl_heat, targets.tl_valid)
-        total = total + focal_loss(br_heat, targets.br_heat, targets.br_valid)
-        tags = (gather_at(t, i).squeeze(2) for t, i in ((tl_tag, targets.tl_index),
-                                                          (br_tag, targets.br_index)))  # fmt: skip
-        pull, push = pull_push_loss(*tags, targets.mask)
-        total = total + pull + push
-        total = total + offset_loss(gather_at(tl_off, targets.tl_index), targets.tl_off,
-                                    targets.mask)  # fmt: skip
-        total = total + offset_loss(gather_at(br_off, targets.br_index), targets.br_off,
-                                    targets.mask)  # fmt: skip
+    for stack in stacks:
+        for term in stack_terms(stack, targets).values():
+            total = total + term
     return total
