@@ -14,6 +14,7 @@ import pytest
 import torch
 from conftest import run_cli, synthetic_model
 
+from hgdeploy.models.cornernet import HEAT_BIAS_INIT
 from hgdeploy.models.loader import load_model
 from hgdeploy.standin import detector_training
 from hgdeploy.standin.corner_losses import focal_loss, gather_at, offset_loss, pull_push_loss
@@ -298,6 +299,16 @@ def test_a_few_saccade_steps_lower_its_loss_on_a_fixed_batch(tmp_path: Path) -> 
     inputs = torch.rand((1, 3, 127, 127), generator=torch.Generator().manual_seed(5))
     with torch.no_grad():
         assert all(torch.equal(a, b) for a, b in zip(loaded(inputs), result.model(inputs)))
+
+
+def test_the_prior_covers_saccade_s_attention_heads() -> None:
+    """The synthetic weights replace upstream's -2.19 prior on every head; `prior_heads` must
+    restore it on the attention heads too (the first Saccade stand-in's attention terms
+    started at 50-2700 without it and its heads ended dead at the probability clamp)."""
+    model = prior_heads(copy.deepcopy(synthetic_model("saccade")))
+    biases = [att[-1].bias for stack in model.att_modules for att in stack]
+    assert len(biases) == 9
+    assert all(torch.all(bias == HEAT_BIAS_INIT) for bias in biases)
 
 
 @pytest.mark.parametrize("name", ["squeeze", "saccade"])
