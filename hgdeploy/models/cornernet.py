@@ -61,6 +61,16 @@ class CornerNetHeads(nn.Module):
         self.tl_offs = nn.ModuleList([_prediction_head(2, head_kernel) for _ in range(stacks)])
         self.br_offs = nn.ModuleList([_prediction_head(2, head_kernel) for _ in range(stacks)])
 
+    def focal_heads(self) -> list[nn.Sequential]:
+        """The heads trained with the focal loss, whose last bias carries its prior."""
+        return [*self.tl_heats, *self.br_heats]
+
+    def restore_focal_prior(self) -> None:
+        """Upstream's bias prior (sigmoid = 0.1) on every focal-loss head, for weights that
+        replaced it (the synthetic initialisation) before training starts."""
+        for head in self.focal_heads():
+            nn.init.constant_(head[-1].bias, HEAT_BIAS_INIT)
+
     def _stack_heads(self, stack: int, feature: Tensor) -> tuple[Tensor, ...]:
         tl = self.tl_modules[stack](feature)
         br = self.br_modules[stack](feature)
@@ -151,8 +161,10 @@ class CornerNetSaccade(CornerNetHeads):
                 for _ in range(stacks)
             ]
         )
-        for att in (a for stack in self.att_modules for a in stack):
-            nn.init.constant_(att[-1].bias, HEAT_BIAS_INIT)
+        self.restore_focal_prior()
+
+    def focal_heads(self) -> list[nn.Sequential]:
+        return super().focal_heads() + [att for stack in self.att_modules for att in stack]
 
     def forward(self, image: Tensor) -> tuple[Tensor, ...]:
         features, levels = self.hg(image)

@@ -22,7 +22,7 @@ from torch import Tensor, nn
 
 from hgdeploy.base.errors import HgDeployError
 from hgdeploy.base.zoo import get_spec
-from hgdeploy.models.cornernet import HEAT_BIAS_INIT, CornerNetHeads
+from hgdeploy.models.cornernet import CornerNetHeads
 from hgdeploy.models.loader import load_model
 from hgdeploy.pipelines.categories import COCO_CATEGORY_IDS
 from hgdeploy.pipelines.cornernet import normalise_bgr
@@ -167,16 +167,11 @@ def detector_loss(model: CornerNetHeads, batch: DetectorBatch, bf16: bool = Fals
 
 
 def prior_heads(model: CornerNetHeads) -> CornerNetHeads:
-    """Upstream's focal-loss prior (bias -2.19: p = 0.1) on every stack's heatmap heads and,
-    for Saccade, attention heads, which the synthetic weights replaced. Without it the focal
-    loss starts near 80 x the object count, and Saccade's attention terms start at 50-2700:
-    their first steps push every attention logit below the probability clamp, where no
-    gradient reaches them again (the attention heads of the first trained Saccade stand-in
-    stayed dead at the clamp's -ln(1e-4) for 700 steps)."""
-    heads = [*model.tl_heats, *model.br_heats]
-    heads += [att for stack in getattr(model, "att_modules", ()) for att in stack]
-    for head in heads:
-        nn.init.constant_(head[-1].bias, HEAT_BIAS_INIT)
+    """Upstream's focal-loss prior (bias -2.19: p = 0.1) on every focal head (heatmaps and
+    Saccade's attention maps), which the synthetic weights replaced. Without it the heatmaps'
+    loss starts near 80 x the object count and Saccade's attention terms at 50-2700, whose
+    first steps push the attention logits below the loss's clamp, where no gradient flows."""
+    model.restore_focal_prior()
     return model
 
 
